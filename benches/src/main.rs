@@ -1,0 +1,33 @@
+//! `cache-bench`: the demo and load tests for cachelet. See `cache-bench --help`.
+
+use clap::{Parser, Subcommand};
+
+/// Load tests and the demo for cachelet.
+#[derive(Debug, Parser)]
+#[command(name = "cache-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Three in-process nodes over a local-file store, a short Zipf workload, and a table.
+    Demo(cache_bench::demo::DemoArgs),
+    /// One-at-a-time get latency: cachelet against redis-server, side by side.
+    Ping(cache_bench::ping::PingArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Demo(args) => cache_bench::demo::run(args).await,
+        Command::Ping(args) => cache_bench::ping::run(args).await,
+    }
+}

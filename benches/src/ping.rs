@@ -1,0 +1,129 @@
+//! `cache-bench ping`: one request at a time, the latency of a get that hits the home node,
+//! against a GET from `redis-server`, in alternating rounds of one run.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cache_client::CacheClient;
+use cache_server::cluster::LocalCluster;
+use cache_server::store::open_store;
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::redis_server::RedisServer;
+use crate::report::Table;
+use crate::workload::key_name;
+
+/// The comparison's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PingArgs {
+    /// Keys, each written to both systems first.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u32,
+    /// Value size.
+    #[arg(long, default_value = "1KiB")]
+    pub value_size: bytesize::ByteSize,
+    /// Gets per system per round.
+    #[arg(long, default_value_t = 5000)]
+    pub gets: usize,
+    /// Rounds; the systems take turns each round.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: usize,
+    /// Nodes of the in-process cluster.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 10_000_000, 3).expect("valid bounds")
+}
+
+fn us(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Runs the comparison and prints its table.
+///
+/// # Errors
+/// When `redis-server` is missing or a request fails.
+pub async fn run(args: PingArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        RedisServer::available(),
+        "redis-server is not on PATH (apt-get install redis-server)"
+    );
+    let value = Bytes::from(vec![b'v'; args.value_size.as_u64() as usize]);
+    let store = open_store("memory:///")?;
+    let cluster = LocalCluster::start(args.nodes, |b| {
+        b.app("ping").store(store.clone()).capacity_bytes(256 << 20)
+    })
+    .await?;
+    let client = CacheClient::builder()
+        .app("ping")
+        .nodes(cluster.addrs())
+        .build()
+        .await?;
+    let redis = RedisServer::start(1 << 30).await?;
+    let mut con = redis.connect().await?;
+    for k in 0..args.keys {
+        client.put(&key_name(k), value.clone()).await?;
+        redis::cmd("SET")
+            .arg(key_name(k))
+            .arg(value.as_ref())
+            .query_async::<()>(&mut con)
+            .await?;
+    }
+    let (mut ours, mut theirs) = (hist(), hist());
+    let mut rng = StdRng::seed_from_u64(1);
+    for _ in 0..args.rounds {
+        for _ in 0..args.gets {
+            let key = key_name(rng.random_range(0..args.keys));
+            let t = Instant::now();
+            let got = client.get(&key).await?;
+            ours.record(us(t))?;
+            anyhow::ensure!(
+                got.as_deref() == Some(value.as_ref()),
+                "wrong value for {key}"
+            );
+        }
+        for _ in 0..args.gets {
+            let key = key_name(rng.random_range(0..args.keys));
+            let t = Instant::now();
+            let got: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
+            theirs.record(us(t))?;
+            anyhow::ensure!(
+                got.as_deref() == Some(value.as_ref()),
+                "wrong value for {key}"
+            );
+        }
+    }
+    let mut table = Table::new(["system", "p50 us", "p90 us", "p99 us", "p99.9 us", "gets"]);
+    for (name, h) in [("cachelet (home hit)", &ours), ("redis-server", &theirs)] {
+        table.row([
+            name,
+            &h.value_at_quantile(0.5).to_string(),
+            &h.value_at_quantile(0.9).to_string(),
+            &h.value_at_quantile(0.99).to_string(),
+            &h.value_at_quantile(0.999).to_string(),
+            &h.len().to_string(),
+        ]);
+    }
+    println!(
+        "one get at a time, {} values, {} keys, {} nodes, {} rounds of {} gets each",
+        args.value_size.display().iec(),
+        args.keys,
+        args.nodes,
+        args.rounds,
+        args.gets
+    );
+    print!("{table}");
+    println!(
+        "p50 cachelet / redis = {:.2}",
+        ours.value_at_quantile(0.5) as f64 / theirs.value_at_quantile(0.5) as f64
+    );
+    drop(redis);
+    tokio::time::timeout(Duration::from_secs(10), cluster.shutdown()).await?;
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The `cachectl` command line, as a library so that it can be tested.
+//!
+//! Exit codes: 0 success; 1 the blob was not found; 2 invalid input (a bad key, value or
+//! flag); 3 the cache or the store could not be reached, or another failure.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{CacheClient, Error};
+
+/// Talk to a cachelet cache: read, write and delete blobs, and show counters and members.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cachectl", version, about)]
+pub struct Args {
+    /// The cache nodes, as host:port,host:port,...
+    #[arg(long, env = "CACHELET_NODES", value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// The application whose cache to use.
+    #[arg(long, env = "CACHELET_APP")]
+    pub app: String,
+    /// Deadline of each call, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `cachectl` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Write the blob KEY to stdout.
+    Get {
+        /// The blob's key.
+        key: String,
+    },
+    /// Write the contents of FILE (or stdin, for -) as the blob KEY.
+    Put {
+        /// The blob's key.
+        key: String,
+        /// A file to read, or - for stdin.
+        file: String,
+    },
+    /// Delete the blob KEY.
+    Del {
+        /// The blob's key.
+        key: String,
+    },
+    /// Print each node's counters, one JSON object per line, then the client's.
+    Stats,
+    /// Print the member list and its epoch.
+    Members,
+}
+
+/// The exit code for an error.
+pub fn exit_code(err: &Error) -> u8 {
+    match err {
+        Error::NotFound(_) => 1,
+        e if e.is_invalid_argument() => 2,
+        Error::Config(_) => 2,
+        _ => 3,
+    }
+}
+
+/// Runs `args`, writing results to `out` and messages to `err`.
+pub async fn run(args: Args, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    match execute(args, out).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(err, "cachectl: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+async fn execute(args: Args, out: &mut dyn Write) -> Result<(), Error> {
+    let client = CacheClient::builder()
+        .app(args.app)
+        .nodes(args.nodes)
+        .timeout(std::time::Duration::from_millis(args.timeout_ms))
+        .build()
+        .await?;
+    let io = |e: std::io::Error| Error::Internal(format!("i/o: {e}"));
+    match args.command {
+        Command::Get { key } => match client.get(&key).await? {
+            Some(value) => out.write_all(&value).map_err(io)?,
+            None => return Err(Error::NotFound(key)),
+        },
+        Command::Put { key, file } => {
+            let mut value = Vec::new();
+            if file == "-" {
+                std::io::stdin().read_to_end(&mut value).map_err(io)?;
+            } else {
+                value = std::fs::read(&file)
+                    .map_err(|e| Error::InvalidRequest(format!("cannot read {file}: {e}")))?;
+            }
+            let version = client.put(&key, value).await?;
+            writeln!(out, "{version}").map_err(io)?;
+        }
+        Command::Del { key } => client.delete(&key).await?,
+        Command::Stats => {
+            let stats = client.stats().await?;
+            for node in &stats.nodes {
+                writeln!(out, "{}", json(node)?).map_err(io)?;
+            }
+        }
+        Command::Members => {
+            let m = client.members().await?;
+            let view = serde_json::json!({ "epoch": m.epoch, "members": m.members });
+            writeln!(out, "{view}").map_err(io)?;
+        }
+    }
+    out.flush().map_err(io)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(e.to_string()))
+}

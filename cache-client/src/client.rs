@@ -1,0 +1,565 @@
+//! [`CacheClient`]: routes each key to its home node and falls back when a node is down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache_core::{Membership, validate_key};
+use cache_proto::v1 as pb;
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::conn::{ConnConfig, NodeConn};
+use crate::error::{Error, Result};
+
+/// The tier that served a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// An in-process copy in this instance.
+    Local,
+    /// The key's home node held it.
+    Home,
+    /// The previous owner held it during a handoff.
+    Handoff,
+    /// Read from the blob store.
+    Store,
+}
+
+impl Tier {
+    fn from_wire(t: i32) -> Self {
+        match pb::Tier::try_from(t) {
+            Ok(pb::Tier::Local) => Tier::Local,
+            Ok(pb::Tier::Home) => Tier::Home,
+            Ok(pb::Tier::Handoff) => Tier::Handoff,
+            _ => Tier::Store,
+        }
+    }
+}
+
+/// A value with its version and the tier that served it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The blob's bytes.
+    pub value: Bytes,
+    /// The store's version (ETag) of these bytes.
+    pub version: String,
+    /// Which tier served it.
+    pub tier: Tier,
+}
+
+/// Counters of one client, since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ClientStats {
+    /// Gets that returned a value, by the tier that served them.
+    pub hits_local: u64,
+    /// See `hits_local`.
+    pub hits_home: u64,
+    /// See `hits_local`.
+    pub hits_handoff: u64,
+    /// Gets served by reading the blob store.
+    pub reads_store: u64,
+    /// Gets of blobs that do not exist.
+    pub not_found: u64,
+    /// Gets served by another node because the home node was down.
+    pub fallbacks: u64,
+    /// Puts and deletes that succeeded.
+    pub writes: u64,
+    /// Calls that failed.
+    pub errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits_local: AtomicU64,
+    hits_home: AtomicU64,
+    hits_handoff: AtomicU64,
+    reads_store: AtomicU64,
+    not_found: AtomicU64,
+    fallbacks: AtomicU64,
+    writes: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// One node's counters, or why they could not be read.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    /// The node's address.
+    pub addr: String,
+    /// Its counters, when it answered.
+    pub stats: Option<pb::NodeStats>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
+/// The client's own counters and every node's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// This client's counters.
+    pub client: ClientStats,
+    /// Each member's counters, in member order.
+    pub nodes: Vec<NodeReport>,
+}
+
+/// Builds a [`CacheClient`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CacheClientBuilder {
+    app: Option<String>,
+    nodes: Vec<String>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_value_bytes: u64,
+    min_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for CacheClientBuilder {
+    fn default() -> Self {
+        Self {
+            app: None,
+            nodes: Vec::new(),
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            max_value_bytes: cache_core::DEFAULT_MAX_VALUE_BYTES,
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl CacheClientBuilder {
+    /// The application whose cache to use. Required.
+    pub fn app(mut self, app: impl Into<String>) -> Self {
+        self.app = Some(app.into());
+        self
+    }
+
+    /// The cache nodes' addresses (`host:port`), the same list the nodes were given. Required.
+    pub fn nodes<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.nodes = nodes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The deadline of every call, retries included. Default: 5 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long to wait for a TCP connection to a node. Default: 1 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The largest value the client will accept from a node. Default: 16 MiB, the nodes'
+    /// default limit.
+    pub fn max_value_bytes(mut self, max: u64) -> Self {
+        self.max_value_bytes = max;
+        self
+    }
+
+    /// How long a node that failed is skipped before it is tried again; doubles with each
+    /// failure from `min` up to `max`. Default: 50 ms to 5 s.
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min;
+        self.max_backoff = max.max(min);
+        self
+    }
+
+    /// Builds the client. Connections open lazily, on first use.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the app or the nodes are missing or an address is malformed.
+    pub async fn build(self) -> Result<CacheClient> {
+        let app = self
+            .app
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| Error::Config("an app name is required".into()))?;
+        let membership =
+            Membership::new(0, self.nodes).map_err(|e| Error::Config(e.to_string()))?;
+        let config = Arc::new(ConnConfig {
+            app: app.clone(),
+            op_timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            max_message_bytes: usize::try_from(self.max_value_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_add(2 << 20),
+            min_backoff: self.min_backoff,
+            max_backoff: self.max_backoff,
+        });
+        let conns = membership
+            .members()
+            .iter()
+            .map(|addr| {
+                Ok((
+                    addr.clone(),
+                    Arc::new(NodeConn::new(addr, Arc::clone(&config))?),
+                ))
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok(CacheClient {
+            inner: Arc::new(Inner {
+                app,
+                membership: Arc::new(membership),
+                conns,
+                timeout: self.timeout,
+                counters: Counters::default(),
+            }),
+        })
+    }
+}
+
+/// The client that function code links. Cheap to clone; clones share connections.
+///
+/// Each key goes to its home node, chosen by the same ring the nodes use. Calls to one node
+/// share one HTTP/2 connection and one long-lived stream, on which every op that is ready
+/// travels in one message.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> cache_client::Result<()> {
+/// use cache_client::CacheClient;
+///
+/// let cache = CacheClient::builder()
+///     .app("thumbnails")
+///     .nodes(["10.0.0.1:7070", "10.0.0.2:7070"])
+///     .build()
+///     .await?;
+/// cache.put("cats/1.png", vec![1, 2, 3]).await?;
+/// let bytes = cache.get("cats/1.png").await?; // Some(..), or None if no such blob
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct CacheClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    app: String,
+    membership: Arc<Membership>,
+    conns: HashMap<String, Arc<NodeConn>>,
+    timeout: Duration,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for CacheClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheClient")
+            .field("app", &self.inner.app)
+            .field("nodes", &self.inner.membership.members())
+            .finish()
+    }
+}
+
+impl CacheClient {
+    /// A builder with every default; see [`CacheClientBuilder`].
+    pub fn builder() -> CacheClientBuilder {
+        CacheClientBuilder::default()
+    }
+
+    /// The application this client uses.
+    pub fn app(&self) -> &str {
+        &self.inner.app
+    }
+
+    /// The key's home node.
+    pub fn home_of(&self, key: &str) -> &str {
+        self.inner.membership.owner(key)
+    }
+
+    /// Reads a blob: `None` when it does not exist in the store.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] (before any network call), [`Error::Unavailable`] when the store
+    /// or every node is unreachable, [`Error::Timeout`].
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.get_entry(key).await?.map(|f| f.value))
+    }
+
+    /// Reads a blob with its version and the tier that served it.
+    ///
+    /// # Errors
+    /// As [`CacheClient::get`].
+    pub async fn get_entry(&self, key: &str) -> Result<Option<Fetched>> {
+        let span = tracing::debug_span!("cache.get", key_len = key.len());
+        let result = async {
+            validate_key(key).map_err(invalid_key)?;
+            let (reply, fallback) = self
+                .route(key, true, |fallback| {
+                    pb::op::Kind::Get(pb::Get {
+                        key: key.to_owned(),
+                        fallback,
+                    })
+                })
+                .await?;
+            match reply {
+                pb::reply::Result::Value(v) => {
+                    let fetched = Fetched {
+                        value: v.value,
+                        version: v.version.map(|v| v.etag).unwrap_or_default(),
+                        tier: Tier::from_wire(v.tier),
+                    };
+                    let c = &self.inner.counters;
+                    if fallback {
+                        c.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match fetched.tier {
+                        Tier::Local => &c.hits_local,
+                        Tier::Home => &c.hits_home,
+                        Tier::Handoff => &c.hits_handoff,
+                        Tier::Store => &c.reads_store,
+                    }
+                    .fetch_add(1, Ordering::Relaxed);
+                    Ok(Some(fetched))
+                }
+                pb::reply::Result::Error(e) => match Error::from_wire(e) {
+                    Error::NotFound(_) => {
+                        self.inner
+                            .counters
+                            .not_found
+                            .fetch_add(1, Ordering::Relaxed);
+                        Ok(None)
+                    }
+                    other => Err(other),
+                },
+                other => Err(unexpected(&other)),
+            }
+        }
+        .instrument(span)
+        .await;
+        self.count(result)
+    }
+
+    /// Reads many blobs at once; the result has one entry per key, in order. The gets travel
+    /// together, many per message.
+    ///
+    /// # Errors
+    /// The first error any key met.
+    pub async fn get_many<I, K>(&self, keys: I) -> Result<Vec<Option<Bytes>>>
+    where
+        I: IntoIterator<Item = K>,
+        K: AsRef<str>,
+    {
+        let keys: Vec<K> = keys.into_iter().collect();
+        futures::future::join_all(keys.iter().map(|k| self.get(k.as_ref())))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Writes a blob: to the store first, then to the cache. Returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::ValueTooLarge`], [`Error::Unavailable`] (a write is not
+    /// redirected when the home node is down), [`Error::Timeout`].
+    pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<String> {
+        let value = value.into();
+        let span = tracing::debug_span!("cache.put", key_len = key.len(), value_len = value.len());
+        let result = async {
+            validate_key(key).map_err(invalid_key)?;
+            let (reply, _) = self
+                .route(key, false, |_| {
+                    pb::op::Kind::Put(pb::Put {
+                        key: key.to_owned(),
+                        value: value.clone(),
+                    })
+                })
+                .await?;
+            match reply {
+                pb::reply::Result::Written(w) => Ok(w.version.map(|v| v.etag).unwrap_or_default()),
+                pb::reply::Result::Error(e) => Err(Error::from_wire(e)),
+                other => Err(unexpected(&other)),
+            }
+        }
+        .instrument(span)
+        .await;
+        if result.is_ok() {
+            self.inner.counters.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count(result)
+    }
+
+    /// Deletes a blob from the store, then from the cache. Deleting a missing blob succeeds.
+    ///
+    /// # Errors
+    /// As [`CacheClient::put`].
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let span = tracing::debug_span!("cache.delete", key_len = key.len());
+        let result = async {
+            validate_key(key).map_err(invalid_key)?;
+            let (reply, _) = self
+                .route(key, false, |_| {
+                    pb::op::Kind::Delete(pb::Delete {
+                        key: key.to_owned(),
+                    })
+                })
+                .await?;
+            match reply {
+                pb::reply::Result::Deleted(_) => Ok(()),
+                pb::reply::Result::Error(e) => Err(Error::from_wire(e)),
+                other => Err(unexpected(&other)),
+            }
+        }
+        .instrument(span)
+        .await;
+        if result.is_ok() {
+            self.inner.counters.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count(result)
+    }
+
+    /// Sends an op to the key's home node. For reads (`fallback_ok`), a home node that is down
+    /// or unreachable is skipped, and the next node of the ring serves the read from the store
+    /// without caching it. Returns the result and whether a fallback node served it.
+    async fn route<F>(
+        &self,
+        key: &str,
+        fallback_ok: bool,
+        op: F,
+    ) -> Result<(pb::reply::Result, bool)>
+    where
+        F: Fn(bool) -> pb::op::Kind,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let membership = &self.inner.membership;
+        let mut last = None;
+        let candidates: Vec<&str> = if fallback_ok {
+            membership.candidates(key).collect()
+        } else {
+            vec![membership.owner(key)]
+        };
+        // Skip nodes believed down, unless every candidate is: then try them all anyway.
+        let all_down = candidates.iter().all(|a| self.conn(a).is_down());
+        for (i, addr) in candidates.iter().enumerate() {
+            let conn = self.conn(addr);
+            if conn.is_down() && !all_down {
+                continue;
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(Error::Timeout(self.inner.timeout));
+            }
+            let fallback = i > 0;
+            match conn.call(op(fallback), remaining).await {
+                Ok(pb::Reply {
+                    result: Some(result),
+                    ..
+                }) => return Ok((result, fallback)),
+                Ok(_) => return Err(Error::Internal("a reply without a result".into())),
+                Err(Error::Unavailable(why)) => {
+                    conn.mark_down();
+                    last = Some(Error::Unavailable(why));
+                }
+                Err(Error::Timeout(_)) => return Err(Error::Timeout(self.inner.timeout)),
+                Err(other) => return Err(other),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable("no node could be reached".into())))
+    }
+
+    fn conn(&self, addr: &str) -> &NodeConn {
+        // Every member has a connection: both come from the same list at build time.
+        &self.inner.conns[addr]
+    }
+
+    fn count<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// This client's counters.
+    pub fn client_stats(&self) -> ClientStats {
+        let c = &self.inner.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClientStats {
+            hits_local: l(&c.hits_local),
+            hits_home: l(&c.hits_home),
+            hits_handoff: l(&c.hits_handoff),
+            reads_store: l(&c.reads_store),
+            not_found: l(&c.not_found),
+            fallbacks: l(&c.fallbacks),
+            writes: l(&c.writes),
+            errors: l(&c.errors),
+        }
+    }
+
+    /// This client's counters and every node's. A node that does not answer is reported with
+    /// its error; the call itself fails only on no node at all.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when no node answers.
+    pub async fn stats(&self) -> Result<Stats> {
+        let timeout = self.inner.timeout;
+        let nodes = futures::future::join_all(self.inner.membership.members().iter().map(
+            |addr| async move {
+                let mut admin = pb::admin_client::AdminClient::new(self.conn(addr).channel());
+                let answer = tokio::time::timeout(timeout, admin.stats(pb::StatsRequest {})).await;
+                match answer {
+                    Ok(Ok(r)) => NodeReport {
+                        addr: addr.clone(),
+                        stats: Some(r.into_inner()),
+                        error: None,
+                    },
+                    Ok(Err(status)) => NodeReport {
+                        addr: addr.clone(),
+                        stats: None,
+                        error: Some(Error::from_status(&status).to_string()),
+                    },
+                    Err(_) => NodeReport {
+                        addr: addr.clone(),
+                        stats: None,
+                        error: Some(Error::Timeout(timeout).to_string()),
+                    },
+                }
+            },
+        ))
+        .await;
+        if nodes.iter().all(|n| n.stats.is_none()) {
+            return Err(Error::Unavailable("no node answered".into()));
+        }
+        Ok(Stats {
+            client: self.client_stats(),
+            nodes,
+        })
+    }
+
+    /// The member list as the first node that answers reports it.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when no node answers.
+    pub async fn members(&self) -> Result<pb::MembersReply> {
+        let mut last = Error::Unavailable("no node answered".into());
+        for addr in self.inner.membership.members() {
+            let mut admin = pb::admin_client::AdminClient::new(self.conn(addr).channel());
+            match tokio::time::timeout(self.inner.timeout, admin.members(pb::MembersRequest {}))
+                .await
+            {
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(status)) => last = Error::from_status(&status),
+                Err(_) => last = Error::Timeout(self.inner.timeout),
+            }
+        }
+        Err(last)
+    }
+}
+
+fn invalid_key(e: cache_core::Error) -> Error {
+    match e {
+        cache_core::Error::InvalidKey { reason } => Error::InvalidKey(reason),
+        other => Error::InvalidKey(other.to_string()),
+    }
+}
+
+fn unexpected(result: &pb::reply::Result) -> Error {
+    Error::Internal(format!("unexpected reply {result:?}"))
+}

@@ -1,0 +1,280 @@
+//! One node's connection: a tonic channel (one HTTP/2 connection, multiplexed), a long-lived
+//! `Pipe` stream over it, and the node's up/down state.
+//!
+//! # Tasks of one pipe
+//! ```text
+//!  callers ──op + reply slot──▶ writer task ──Batch (every op that is ready)──▶ node
+//!                                  │ registers reply slots by op id
+//!  callers ◀──reply── reader task ◀──BatchReply──────────────────────────────── node
+//! ```
+//! Reading and writing are separate tasks so that a full send window never stops replies
+//! from being read. When the stream breaks, every op waiting on it fails `Unavailable`, and the
+//! next call opens a new stream.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cache_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+
+/// A batch sent on the stream is closed once it holds this many ops.
+const BATCH_OPS: usize = 1024;
+/// A batch sent on the stream is closed once it carries this many value bytes.
+const BATCH_BYTES: usize = 1 << 20;
+/// Ops queued for the writer before callers wait (backpressure).
+const QUEUE: usize = 4096;
+
+type ReplySlot = oneshot::Sender<Result<pb::Reply>>;
+
+struct Pending {
+    op: pb::Op,
+    reply: ReplySlot,
+}
+
+#[derive(Default)]
+struct Waiting {
+    slots: HashMap<u64, ReplySlot>,
+    closed: bool,
+}
+
+/// A live `Pipe` stream to one node.
+#[derive(Clone)]
+struct Pipe {
+    tx: mpsc::Sender<Pending>,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+impl Pipe {
+    fn is_open(&self) -> bool {
+        !self.tx.is_closed() && !lock(&self.waiting).closed
+    }
+}
+
+fn lock(w: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
+    // The map stays consistent if a holder panicked: every operation on it is one call.
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fail_all(waiting: &Mutex<Waiting>, why: &str) {
+    let slots = {
+        let mut w = lock(waiting);
+        w.closed = true;
+        std::mem::take(&mut w.slots)
+    };
+    for (_, slot) in slots {
+        let _ = slot.send(Err(Error::Unavailable(why.to_owned())));
+    }
+}
+
+#[derive(Debug)]
+struct Health {
+    down_until: Option<Instant>,
+    backoff: Duration,
+}
+
+/// Settings shared by every node connection of a client.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnConfig {
+    pub app: String,
+    pub op_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// One node: its channel, its pipe, and whether it is believed down.
+pub(crate) struct NodeConn {
+    addr: String,
+    channel: Channel,
+    config: Arc<ConnConfig>,
+    pipe: tokio::sync::Mutex<Option<Pipe>>,
+    health: Mutex<Health>,
+    next_id: AtomicU64,
+}
+
+impl NodeConn {
+    pub(crate) fn new(addr: &str, config: Arc<ConnConfig>) -> Result<Self> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::Config(format!("bad node address {addr:?}: {e}")))?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true);
+        Ok(Self {
+            addr: addr.to_owned(),
+            channel: endpoint.connect_lazy(),
+            health: Mutex::new(Health {
+                down_until: None,
+                backoff: config.min_backoff,
+            }),
+            config,
+            pipe: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the node failed recently and its backoff has not yet passed.
+    pub(crate) fn is_down(&self) -> bool {
+        matches!(self.health().down_until, Some(t) if Instant::now() < t)
+    }
+
+    /// Records a connection failure: the node is skipped for a backoff that doubles with
+    /// each failure, up to the maximum.
+    pub(crate) fn mark_down(&self) {
+        let mut h = self.health();
+        h.down_until = Some(Instant::now() + h.backoff);
+        tracing::debug!(node = %self.addr, backoff = ?h.backoff, "node marked down");
+        h.backoff = (h.backoff * 2).min(self.config.max_backoff);
+    }
+
+    fn mark_up(&self) {
+        let mut h = self.health();
+        if h.down_until.is_some() {
+            tracing::debug!(node = %self.addr, "node back up");
+        }
+        h.down_until = None;
+        h.backoff = self.config.min_backoff;
+    }
+
+    /// Sends one op on the node's pipe and waits for its reply.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when no stream can be opened or it breaks before the reply;
+    /// [`Error::Timeout`] when `timeout` passes first.
+    pub(crate) async fn call(&self, kind: pb::op::Kind, timeout: Duration) -> Result<pb::Reply> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let pipe = tokio::time::timeout_at(deadline, self.pipe())
+            .await
+            .map_err(|_| Error::Timeout(timeout))??;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            op: pb::Op {
+                id,
+                kind: Some(kind),
+            },
+            reply,
+        };
+        tokio::time::timeout_at(deadline, async {
+            pipe.tx
+                .send(pending)
+                .await
+                .map_err(|_| Error::Unavailable(format!("stream to {} closed", self.addr)))?;
+            rx.await
+                .map_err(|_| Error::Unavailable(format!("stream to {} closed", self.addr)))?
+        })
+        .await
+        .map_err(|_| Error::Timeout(timeout))?
+    }
+
+    /// The open pipe, or a new one.
+    async fn pipe(&self) -> Result<Pipe> {
+        let mut slot = self.pipe.lock().await;
+        if let Some(pipe) = slot.as_ref().filter(|p| p.is_open()) {
+            return Ok(pipe.clone());
+        }
+        let pipe = self.open().await?;
+        *slot = Some(pipe.clone());
+        Ok(pipe)
+    }
+
+    async fn open(&self) -> Result<Pipe> {
+        let (batch_tx, batch_rx) = mpsc::channel::<pb::Batch>(16);
+        let mut client = pb::data_client::DataClient::new(self.channel.clone())
+            .max_decoding_message_size(self.config.max_message_bytes)
+            .max_encoding_message_size(self.config.max_message_bytes);
+        let response = client
+            .pipe(ReceiverStream::new(batch_rx))
+            .await
+            .map_err(|status| Error::Unavailable(format!("{}: {}", self.addr, status.message())))?;
+        self.mark_up();
+        let mut inbound = response.into_inner();
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let (tx, rx) = mpsc::channel::<Pending>(QUEUE);
+
+        let reader_waiting = Arc::clone(&waiting);
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            let why = loop {
+                match inbound.message().await {
+                    Ok(Some(batch)) => {
+                        let mut w = lock(&reader_waiting);
+                        for reply in batch.replies {
+                            if let Some(slot) = w.slots.remove(&reply.id) {
+                                let _ = slot.send(Ok(reply));
+                            }
+                        }
+                    }
+                    Ok(None) => break format!("{addr} closed the stream"),
+                    Err(status) => break format!("{addr}: {}", status.message()),
+                }
+            };
+            tracing::debug!(reason = %why, "pipe ended");
+            fail_all(&reader_waiting, &why);
+        });
+
+        let writer_waiting = Arc::clone(&waiting);
+        let app = self.config.app.clone();
+        let timeout_ms = u32::try_from(self.config.op_timeout.as_millis()).unwrap_or(u32::MAX);
+        tokio::spawn(writer(rx, batch_tx, writer_waiting, app, timeout_ms));
+        Ok(Pipe { tx, waiting })
+    }
+}
+
+/// Takes every op that is ready, up to the batch limits, and sends them as one `Batch`.
+async fn writer(
+    mut rx: mpsc::Receiver<Pending>,
+    batch_tx: mpsc::Sender<pb::Batch>,
+    waiting: Arc<Mutex<Waiting>>,
+    app: String,
+    timeout_ms: u32,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut ops = Vec::with_capacity(16);
+        let mut bytes = 0usize;
+        let mut next = Some(first);
+        {
+            let mut w = lock(&waiting);
+            while let Some(Pending { op, reply }) = next.take() {
+                if w.closed {
+                    let _ = reply.send(Err(Error::Unavailable("stream closed".into())));
+                } else {
+                    if let Some(pb::op::Kind::Put(p)) = &op.kind {
+                        bytes += p.value.len();
+                    }
+                    w.slots.insert(op.id, reply);
+                    ops.push(op);
+                }
+                if ops.len() < BATCH_OPS && bytes < BATCH_BYTES {
+                    next = rx.try_recv().ok();
+                }
+            }
+        }
+        if ops.is_empty() {
+            continue;
+        }
+        let batch = pb::Batch {
+            app: app.clone(),
+            timeout_ms,
+            ops,
+        };
+        if batch_tx.send(batch).await.is_err() {
+            fail_all(&waiting, "stream closed");
+            return;
+        }
+    }
+}

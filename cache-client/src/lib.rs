@@ -1,0 +1,37 @@
+//! The client that function code links to use a cachelet cache.
+//!
+//! # Layout
+//! - [`client`]: [`CacheClient`] and its builder: validation, routing by the ring shared with
+//!   the nodes, fallback to the next node when the home node is down, counters.
+//! - `conn`: one node's HTTP/2 channel and its long-lived `Pipe` stream, with a writer task
+//!   that puts every ready op into one message and a reader task that matches replies to ops.
+//! - [`error`]: the typed [`Error`], rebuilt from the nodes' gRPC statuses.
+//! - [`cli`]: the `cachectl` command line.
+//!
+//! A get flows: [`CacheClient::get`] → validate the key → the home node's [`conn`](client)
+//! pipe → (node) → reply slot → the value, its version and its tier.
+//!
+//! # Examples
+//! ```no_run
+//! # async fn run() -> cache_client::Result<()> {
+//! use cache_client::CacheClient;
+//!
+//! let cache = CacheClient::builder()
+//!     .app("thumbnails")
+//!     .nodes(["127.0.0.1:7070"])
+//!     .build()
+//!     .await?;
+//! match cache.get("cats/1.png").await? {
+//!     Some(bytes) => println!("{} bytes", bytes.len()),
+//!     None => println!("no such blob"),
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod client;
+mod conn;
+pub mod error;
+
+pub use client::{CacheClient, CacheClientBuilder, ClientStats, Fetched, NodeReport, Stats, Tier};
+pub use error::{Error, Result};

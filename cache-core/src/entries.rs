@@ -1,0 +1,416 @@
+//! The entry store: a byte-bounded `moka` cache of blobs with their versions.
+//!
+//! # Consistency with the blob store
+//! The node writes the store first and the cache second, and reads the store on a miss. Two
+//! races could leave the cache holding content the store no longer has. Both are closed here:
+//! - **Write against write.** Writes to one key run under a striped lock that is held across
+//!   the store call and the cache update ([`EntryStore::write_through`]), so the cache applies
+//!   writes in the order the store did.
+//! - **Write against a miss.** A miss reads the stripe's write generation before it calls the
+//!   store and caches the result only if no write finished since ([`EntryStore::get_or_load`]).
+//!   A load that raced a write is returned to its caller, which asked before the write
+//!   finished, but is not cached.
+//!
+//! Concurrent misses on one key share one load (moka's `try_get_with`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::error::Error;
+use crate::ring::key_hash;
+use crate::version::Version;
+
+/// Bytes charged to each entry on top of its key and value, for the entry's own bookkeeping.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 64;
+
+const STRIPES: usize = 1024;
+
+/// A cached blob: its bytes and the version the store gave them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The blob's bytes.
+    pub value: Bytes,
+    /// The store's version of these bytes.
+    pub version: Version,
+}
+
+impl Entry {
+    /// A new entry.
+    pub fn new(value: Bytes, version: Version) -> Self {
+        Self { value, version }
+    }
+
+    /// The value's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.value.len() as u64
+    }
+}
+
+/// How a read was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The cache held the entry.
+    Hit,
+    /// The entry was loaded from the store (by this caller or one it waited for).
+    Loaded,
+}
+
+/// A snapshot of an entry store's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EntryStats {
+    /// Entries held now.
+    pub entries: u64,
+    /// Bytes held now, as the weigher counts them (key, value and overhead).
+    pub bytes_used: u64,
+    /// The byte capacity.
+    pub capacity_bytes: u64,
+    /// Reads the cache answered.
+    pub hits: u64,
+    /// Reads the cache could not answer.
+    pub misses: u64,
+    /// Entries inserted, by loads and by writes.
+    pub inserts: u64,
+    /// Entries evicted to keep within capacity.
+    pub evictions: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserts: AtomicU64,
+    evictions: AtomicU64,
+}
+
+/// Why a load did not produce an entry to cache. Internal: the load's own result travels
+/// through moka's shared error slot so that every waiter of one load receives it.
+#[derive(Debug)]
+enum LoadOutcome {
+    /// The load succeeded; the entry was cached, or not if a write raced it.
+    Loaded(Entry),
+    Failed(Error),
+}
+
+/// A byte-bounded cache of entries keyed by blob name.
+#[derive(Clone)]
+pub struct EntryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: Cache<Arc<str>, Entry>,
+    capacity: u64,
+    counters: Arc<Counters>,
+    // Each stripe's write generation, guarded by the lock that serialises its writes.
+    stripes: Box<[Mutex<u64>]>,
+}
+
+impl std::fmt::Debug for EntryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryStore")
+            .field("capacity", &self.inner.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The weight of an entry: key, value and fixed overhead, saturating at `u32::MAX`.
+pub fn entry_weight(key: &str, entry: &Entry) -> u32 {
+    let w = key.len() as u64 + entry.size() + ENTRY_OVERHEAD_BYTES;
+    u32::try_from(w).unwrap_or(u32::MAX)
+}
+
+impl EntryStore {
+    /// A store that holds at most `capacity_bytes`, counted by [`entry_weight`].
+    pub fn new(capacity_bytes: u64) -> Self {
+        let counters = Arc::new(Counters::default());
+        let on_evict = Arc::clone(&counters);
+        let cache = Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|k: &Arc<str>, e: &Entry| entry_weight(k, e))
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == RemovalCause::Size {
+                    on_evict.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        let stripes = (0..STRIPES).map(|_| Mutex::new(0)).collect();
+        Self {
+            inner: Arc::new(Inner {
+                cache,
+                capacity: capacity_bytes,
+                counters,
+                stripes,
+            }),
+        }
+    }
+
+    fn stripe(&self, key: &str) -> &Mutex<u64> {
+        &self.inner.stripes[(key_hash(key) % STRIPES as u64) as usize]
+    }
+
+    /// The cached entry for `key`, counting a hit or a miss.
+    pub async fn get(&self, key: &str) -> Option<Entry> {
+        let found = self.inner.cache.get(key).await;
+        let counter = if found.is_some() {
+            &self.inner.counters.hits
+        } else {
+            &self.inner.counters.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// The cached entry for `key`, without counting (for inspection and tests).
+    pub async fn peek(&self, key: &str) -> Option<Entry> {
+        self.inner.cache.get(key).await
+    }
+
+    /// The entry for `key`: from the cache, or else from `load`, as [`EntryStore::load`].
+    ///
+    /// # Errors
+    /// The error `load` returned.
+    pub async fn get_or_load<F, Fut>(&self, key: &str, load: F) -> Result<(Entry, Lookup), Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Entry, Error>>,
+    {
+        if let Some(entry) = self.get(key).await {
+            return Ok((entry, Lookup::Hit));
+        }
+        self.load(key, load).await
+    }
+
+    /// Loads the entry for `key` after a miss. The result of `load` is cached unless a write
+    /// to the key finished while it ran. Concurrent callers for one key share one call of
+    /// `load`; a caller that finds the key cached meanwhile gets [`Lookup::Hit`].
+    ///
+    /// # Errors
+    /// The error `load` returned.
+    pub async fn load<F, Fut>(&self, key: &str, load: F) -> Result<(Entry, Lookup), Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Entry, Error>>,
+    {
+        let stripe = self.stripe(key);
+        let cache = &self.inner.cache;
+        let init = async {
+            let generation = *stripe.lock().await;
+            let entry = match load().await {
+                Ok(entry) => entry,
+                Err(e) => return Err(LoadOutcome::Failed(e)),
+            };
+            let current = stripe.lock().await;
+            if *current == generation {
+                cache.insert(Arc::from(key), entry.clone()).await;
+                self.inner.counters.inserts.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(current);
+            // Always "fail" so that moka does not insert after the stripe lock is released;
+            // the entry is inserted above, under the lock, when it is safe to.
+            Err::<Entry, _>(LoadOutcome::Loaded(entry))
+        };
+        match cache.try_get_with(Arc::<str>::from(key), init).await {
+            // Another task inserted the key while this one waited.
+            Ok(entry) => Ok((entry, Lookup::Hit)),
+            Err(outcome) => match &*outcome {
+                LoadOutcome::Loaded(entry) => Ok((entry.clone(), Lookup::Loaded)),
+                LoadOutcome::Failed(e) => Err(e.clone()),
+            },
+        }
+    }
+
+    /// Runs `write` (the store call) under the key's write lock, then applies its result to the
+    /// cache: `Some(entry)` is cached, `None` (a delete) removes the key. A failed write
+    /// leaves the cache as it was.
+    ///
+    /// # Errors
+    /// The error `write` returned.
+    pub async fn write_through<F, Fut>(&self, key: &str, write: F) -> Result<Option<Entry>, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Entry>, Error>>,
+    {
+        let mut generation = self.stripe(key).lock().await;
+        let written = write().await?;
+        *generation += 1;
+        match &written {
+            Some(entry) => {
+                self.inner.cache.insert(Arc::from(key), entry.clone()).await;
+                self.inner.counters.inserts.fetch_add(1, Ordering::Relaxed);
+            }
+            None => self.inner.cache.invalidate(key).await,
+        }
+        Ok(written)
+    }
+
+    /// Removes `key` from the cache only (the store is not touched).
+    pub async fn invalidate(&self, key: &str) {
+        let mut generation = self.stripe(key).lock().await;
+        *generation += 1;
+        self.inner.cache.invalidate(key).await;
+    }
+
+    /// Applies pending evictions and bookkeeping now (moka batches them).
+    pub async fn sync(&self) {
+        self.inner.cache.run_pending_tasks().await;
+    }
+
+    /// The counters and sizes now.
+    pub fn stats(&self) -> EntryStats {
+        let c = &self.inner.counters;
+        EntryStats {
+            entries: self.inner.cache.entry_count(),
+            bytes_used: self.inner.cache.weighted_size(),
+            capacity_bytes: self.inner.capacity,
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            inserts: c.inserts.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    fn entry(v: &str, tag: &str) -> Entry {
+        Entry::new(Bytes::from(v.to_owned()), Version::new(tag))
+    }
+
+    #[tokio::test]
+    async fn hit_miss_and_load() {
+        let store = EntryStore::new(1 << 20);
+        assert_eq!(store.get("k").await, None);
+        let (e, how) = store
+            .get_or_load("k", || async { Ok(entry("v", "1")) })
+            .await
+            .unwrap();
+        assert_eq!((e.value.as_ref(), how), (&b"v"[..], Lookup::Loaded));
+        let (_, how) = store
+            .get_or_load("k", || async { panic!("must not load") })
+            .await
+            .unwrap();
+        assert_eq!(how, Lookup::Hit);
+        let s = store.stats();
+        assert_eq!((s.hits, s.misses, s.inserts), (1, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn failed_load_is_not_cached() {
+        let store = EntryStore::new(1 << 20);
+        let err = store
+            .get_or_load("k", || async { Err(Error::NotFound { key: "k".into() }) })
+            .await
+            .unwrap_err();
+        assert_eq!(err, Error::NotFound { key: "k".into() });
+        assert_eq!(store.peek("k").await, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_share_one_load() {
+        let store = EntryStore::new(1 << 20);
+        let loads = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let (store, loads) = (store.clone(), loads.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .get_or_load("k", || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok(entry("v", "1"))
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().0.value.as_ref(), b"v");
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_load_that_raced_a_write_is_not_cached() {
+        let store = EntryStore::new(1 << 20);
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let loader = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .get_or_load("k", || async move {
+                        // The store read returns the old content, after the write finished.
+                        wait.await.unwrap();
+                        Ok(entry("old", "1"))
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::task::yield_now().await;
+        while store.stats().misses == 0 {
+            tokio::task::yield_now().await;
+        }
+        store
+            .write_through("k", || async { Ok(Some(entry("new", "2"))) })
+            .await
+            .unwrap();
+        release.send(()).unwrap();
+        let (seen, _) = loader.await.unwrap();
+        assert_eq!(seen.version.as_str(), "1");
+        assert_eq!(store.peek("k").await.unwrap().version.as_str(), "2");
+    }
+
+    #[tokio::test]
+    async fn delete_removes_and_failed_write_keeps() {
+        let store = EntryStore::new(1 << 20);
+        store
+            .write_through("k", || async { Ok(Some(entry("v", "1"))) })
+            .await
+            .unwrap();
+        let err = store
+            .write_through("k", || async {
+                Err(Error::StoreUnavailable("down".into()))
+            })
+            .await;
+        assert!(err.is_err());
+        assert_eq!(store.peek("k").await.unwrap().version.as_str(), "1");
+        store
+            .write_through("k", || async { Ok(None) })
+            .await
+            .unwrap();
+        assert_eq!(store.peek("k").await, None);
+    }
+
+    #[tokio::test]
+    async fn byte_capacity_holds() {
+        let capacity = 256 * 1024;
+        let store = EntryStore::new(capacity);
+        let value = Bytes::from(vec![7u8; 1000]);
+        // Ten times the capacity, in distinct keys.
+        let n = 10 * capacity as usize / 1000;
+        for i in 0..n {
+            let key = format!("k{i}");
+            store
+                .write_through(&key, || async {
+                    Ok(Some(Entry::new(value.clone(), Version::new("1"))))
+                })
+                .await
+                .unwrap();
+        }
+        store.sync().await;
+        let s = store.stats();
+        assert!(s.bytes_used <= capacity, "{s:?}");
+        assert!(s.bytes_used > capacity / 2, "{s:?}");
+        assert!(s.evictions > 0, "{s:?}");
+    }
+}

@@ -1,0 +1,62 @@
+//! The crate's error type.
+
+/// Everything that can go wrong in `cache-core`, and the errors that the server reports for a
+/// request. Each variant maps to one stable wire code (see `cache-server`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key is empty, too long, or not a valid object path.
+    #[error("invalid key: {reason}")]
+    InvalidKey {
+        /// Why the key was refused.
+        reason: String,
+    },
+    /// The value is larger than `max_value_bytes`.
+    #[error("value of {size} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge {
+        /// The value's size in bytes.
+        size: u64,
+        /// The configured limit in bytes.
+        max: u64,
+    },
+    /// The request names an application this node does not serve.
+    #[error("unknown app {got:?}: this node serves {serves:?}")]
+    UnknownApp {
+        /// The app the request named.
+        got: String,
+        /// The app this node serves.
+        serves: String,
+    },
+    /// The blob does not exist in the store.
+    #[error("not found: {key}")]
+    NotFound {
+        /// The missing blob's key.
+        key: String,
+    },
+    /// This node is not the key's home at its epoch.
+    #[error("wrong owner: this node does not own the key at epoch {epoch}")]
+    WrongOwner {
+        /// The node's membership epoch.
+        epoch: u64,
+        /// The node's members at that epoch.
+        members: Vec<String>,
+    },
+    /// The blob store failed or could not be reached.
+    #[error("blob store unavailable: {0}")]
+    StoreUnavailable(String),
+    /// The operation's deadline passed.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// A member list is unusable (empty, or an address is malformed).
+    #[error("invalid membership: {0}")]
+    InvalidMembership(String),
+    /// The request is malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The node is refusing work to protect itself.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,27 @@
+//! cachelet's logic, with no network code: who owns a key, what a valid key is, and the
+//! byte-bounded entry store that keeps cached blobs consistent with the blob store.
+//!
+//! # Layout
+//! - [`ring`]: the epoch-numbered [`Membership`] and its consistent-hash ring. Client and
+//!   server both route a key with [`Membership::owner`].
+//! - [`limits`]: key and value validation ([`validate_key`], [`Limits`]).
+//! - [`version`]: [`Version`], the store's ETag for a blob's content.
+//! - [`entries`]: the [`EntryStore`] on `moka`, with read-through and write-through
+//!   primitives that keep the cache from holding content the store no longer has.
+//! - [`error`]: the crate's [`Error`].
+//!
+//! A request on a node flows: validate the key ([`limits`]) → check the owner ([`ring`]) →
+//! [`EntryStore::get_or_load`] (hit, or one store read for all concurrent misses) or
+//! [`EntryStore::write_through`] (store first, then cache, in store order).
+
+pub mod entries;
+pub mod error;
+pub mod limits;
+pub mod ring;
+pub mod version;
+
+pub use entries::{Entry, EntryStats, EntryStore, Lookup};
+pub use error::{Error, Result};
+pub use limits::{DEFAULT_MAX_VALUE_BYTES, Limits, MAX_KEY_BYTES, RESERVED_PREFIX, validate_key};
+pub use ring::{Membership, SharedMembership, VNODES, key_hash};
+pub use version::Version;

@@ -1,0 +1,149 @@
+//! Key and value validation, with the documented limits.
+//!
+//! A key is the blob's name inside the application's store, so the cache is transparent: the
+//! key `a/b.json` is the blob `a/b.json`. To keep one blob from having two cache entries under
+//! two spellings, keys must be in canonical form.
+
+use crate::error::{Error, Result};
+
+/// The longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The default largest value, in bytes (16 MiB).
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The prefix reserved for cachelet's own objects in the store; never served as user data.
+pub const RESERVED_PREFIX: &str = "_cachelet/";
+
+/// Size limits that a node enforces on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The largest value a put may carry, and the largest blob a get will cache.
+    /// Default: [`DEFAULT_MAX_VALUE_BYTES`] (16 MiB).
+    pub max_value_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the largest value in bytes. Default: 16 MiB.
+    pub fn with_max_value_bytes(mut self, max: u64) -> Self {
+        self.max_value_bytes = max;
+        self
+    }
+
+    /// Checks a value's size against `max_value_bytes`.
+    ///
+    /// # Errors
+    /// [`Error::ValueTooLarge`] when the value is larger than the limit.
+    pub fn check_value(&self, size: usize) -> Result<()> {
+        let size = size as u64;
+        if size > self.max_value_bytes {
+            return Err(Error::ValueTooLarge {
+                size,
+                max: self.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `key` is a valid cache key.
+///
+/// A valid key:
+/// - is 1 to [`MAX_KEY_BYTES`] bytes of UTF-8;
+/// - is a valid object path: `/`-separated segments, none empty, none `.` or `..`, and no ASCII
+///   control characters;
+/// - has no leading or trailing `/` (the canonical spelling of the path);
+/// - does not start with [`RESERVED_PREFIX`].
+///
+/// # Errors
+/// [`Error::InvalidKey`] with the reason.
+///
+/// # Examples
+/// ```
+/// use cache_core::validate_key;
+/// assert!(validate_key("images/cat.png").is_ok());
+/// assert!(validate_key("").is_err());
+/// assert!(validate_key("a//b").is_err());
+/// ```
+pub fn validate_key(key: &str) -> Result<()> {
+    let invalid = |reason: String| Err(Error::InvalidKey { reason });
+    if key.is_empty() {
+        return invalid("the key is empty".into());
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return invalid(format!(
+            "the key is {} bytes, longer than the limit of {MAX_KEY_BYTES}",
+            key.len()
+        ));
+    }
+    if key.starts_with('/') || key.ends_with('/') {
+        return invalid("the key starts or ends with '/'".into());
+    }
+    if key.starts_with(RESERVED_PREFIX) {
+        return invalid(format!("the prefix {RESERVED_PREFIX:?} is reserved"));
+    }
+    if let Err(e) = object_store::path::Path::parse(key) {
+        return invalid(format!("not a valid object path: {e}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_paths() {
+        for key in [
+            "a",
+            "foo/bar.json",
+            "ünïcode/ключ",
+            &"k".repeat(MAX_KEY_BYTES),
+        ] {
+            validate_key(key).unwrap();
+        }
+    }
+
+    #[test]
+    fn rejects_bad_keys_with_reasons() {
+        let cases = [
+            ("", "empty"),
+            (&*"k".repeat(MAX_KEY_BYTES + 1), "longer than"),
+            ("/a", "starts or ends"),
+            ("a/", "starts or ends"),
+            ("a//b", "object path"),
+            ("a/../b", "object path"),
+            ("a/./b", "object path"),
+            ("a\u{0}b", "object path"),
+            ("a\nb", "object path"),
+            ("_cachelet/prewarm/x", "reserved"),
+        ];
+        for (key, why) in cases {
+            match validate_key(key) {
+                Err(Error::InvalidKey { reason }) => {
+                    assert!(reason.contains(why), "{key:?}: {reason}")
+                }
+                other => panic!("{key:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn value_limit() {
+        let limits = Limits::default().with_max_value_bytes(10);
+        limits.check_value(10).unwrap();
+        assert_eq!(
+            limits.check_value(11),
+            Err(Error::ValueTooLarge { size: 11, max: 10 })
+        );
+    }
+}

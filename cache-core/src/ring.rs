@@ -1,0 +1,210 @@
+//! Who owns a key: the consistent-hash ring and the epoch-numbered member list.
+//!
+//! A [`Membership`] is immutable. A change of members builds a new one with a higher epoch,
+//! which [`SharedMembership`] swaps in; readers hold an `Arc` to the snapshot they started with.
+//! Client and server both call [`Membership::owner`], so they agree on every key's home.
+
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, RwLock};
+
+use consistent_hash_ring::{Ring, RingBuilder};
+
+use crate::error::{Error, Result};
+
+/// Virtual nodes per member. `consistent_hash_ring` defaults to 10, which leaves members with
+/// very unequal shares; at 512 each member's share of keys stays within a few percent of even.
+pub const VNODES: usize = 512;
+
+/// The hash that places a key on the ring: 64-bit FNV-1a of the key as a `str`, the same hash
+/// [`Membership::owner`] uses. Useful for striping and for comparing keys with ring ranges.
+pub fn key_hash(key: &str) -> u64 {
+    fnv::FnvBuildHasher::default().hash_one(key)
+}
+
+/// An immutable member list with its epoch and ring.
+#[derive(Clone)]
+pub struct Membership {
+    epoch: u64,
+    members: Vec<String>,
+    ring: Ring<String>,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("epoch", &self.epoch)
+            .field("members", &self.members)
+            .finish()
+    }
+}
+
+impl Membership {
+    /// Builds the member list for `epoch`. Duplicates are dropped; order does not matter.
+    ///
+    /// # Errors
+    /// [`Error::InvalidMembership`] when the list is empty or holds an empty address.
+    pub fn new<I, S>(epoch: u64, members: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut members: Vec<String> = members.into_iter().map(Into::into).collect();
+        members.sort();
+        members.dedup();
+        if members.is_empty() {
+            return Err(Error::InvalidMembership("the member list is empty".into()));
+        }
+        if members.iter().any(|m| m.trim().is_empty()) {
+            return Err(Error::InvalidMembership("a member address is empty".into()));
+        }
+        let ring = RingBuilder::default()
+            .vnodes(VNODES)
+            .nodes_iter(members.iter().cloned())
+            .build();
+        Ok(Self {
+            epoch,
+            members,
+            ring,
+        })
+    }
+
+    /// The epoch of this member list.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The members, sorted.
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
+
+    /// Whether `addr` is a member.
+    pub fn contains(&self, addr: &str) -> bool {
+        self.members
+            .binary_search_by(|m| m.as_str().cmp(addr))
+            .is_ok()
+    }
+
+    /// The key's home node.
+    pub fn owner(&self, key: &str) -> &str {
+        // The constructor guarantees at least one member, so the ring is never empty.
+        self.ring.get(key)
+    }
+
+    /// Every member in the order a request for `key` tries them: the home node first, then
+    /// the nodes that serve for it when it is down. The order is the same on every node.
+    pub fn candidates<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.ring.replicas(key).map(String::as_str)
+    }
+}
+
+/// A shared, swappable [`Membership`] snapshot.
+#[derive(Debug, Clone)]
+pub struct SharedMembership(Arc<RwLock<Arc<Membership>>>);
+
+impl SharedMembership {
+    /// Shares `initial`.
+    pub fn new(initial: Membership) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(initial))))
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Membership> {
+        // A poisoned lock still holds a complete snapshot: the writer only swaps an Arc.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in `next` if its epoch is higher than the current one. Returns whether it did.
+    pub fn replace_if_newer(&self, next: Membership) -> bool {
+        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if next.epoch > current.epoch {
+            *current = Arc::new(next);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+// Keys hash as `str` on both sides; this keeps a change of key type from going unnoticed.
+const _: fn() = || {
+    fn is_hash<T: Hash + ?Sized>() {}
+    is_hash::<str>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn nodes(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("10.0.0.{i}:7070")).collect()
+    }
+
+    #[test]
+    fn empty_is_an_error() {
+        assert!(Membership::new(1, Vec::<String>::new()).is_err());
+        assert!(Membership::new(1, [""]).is_err());
+    }
+
+    #[test]
+    fn owner_is_first_candidate_and_candidates_are_distinct() {
+        let m = Membership::new(1, nodes(5)).unwrap();
+        for i in 0..1000 {
+            let key = format!("key-{i}");
+            let c: Vec<&str> = m.candidates(&key).collect();
+            assert_eq!(c[0], m.owner(&key));
+            let mut d = c.clone();
+            d.sort();
+            d.dedup();
+            assert_eq!(d.len(), 5);
+        }
+    }
+
+    #[test]
+    fn order_of_members_does_not_matter() {
+        let mut rev = nodes(4);
+        rev.reverse();
+        let a = Membership::new(1, nodes(4)).unwrap();
+        let b = Membership::new(1, rev).unwrap();
+        for i in 0..500 {
+            let key = format!("k{i}");
+            assert_eq!(a.owner(&key), b.owner(&key));
+        }
+    }
+
+    #[test]
+    fn newer_epoch_wins() {
+        let shared = SharedMembership::new(Membership::new(2, nodes(2)).unwrap());
+        assert!(!shared.replace_if_newer(Membership::new(1, nodes(3)).unwrap()));
+        assert!(!shared.replace_if_newer(Membership::new(2, nodes(3)).unwrap()));
+        assert!(shared.replace_if_newer(Membership::new(3, nodes(3)).unwrap()));
+        assert_eq!(shared.load().members().len(), 3);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Every key has exactly one owner, a member, and keys spread within ±20% of even.
+        #[test]
+        fn ring_balance(n in 3usize..=16, salt in any::<u64>()) {
+            let m = Membership::new(1, nodes(n)).unwrap();
+            let keys = 40_000usize;
+            let mut counts: HashMap<&str, usize> = HashMap::new();
+            for i in 0..keys {
+                let key = format!("{salt:x}/obj-{i}");
+                let owner = m.owner(&key);
+                prop_assert!(m.contains(owner));
+                prop_assert_eq!(owner, m.owner(&key));
+                *counts.entry(owner).or_default() += 1;
+            }
+            prop_assert_eq!(counts.len(), n);
+            let even = keys as f64 / n as f64;
+            for (node, c) in counts {
+                let dev = (c as f64 - even).abs() / even;
+                prop_assert!(dev <= 0.20, "{} holds {} keys, {:.1}% from even", node, c, dev * 100.0);
+            }
+        }
+    }
+}

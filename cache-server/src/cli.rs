@@ -1,0 +1,154 @@
+//! The `cache-server` command line, as a library so that it can be tested.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cache_core::Limits;
+use clap::Parser;
+
+use crate::node::CacheNode;
+use crate::store::open_store;
+
+/// A cachelet node: a read-through, write-through cache in front of an application's blob store.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cache-server", version, about)]
+pub struct Args {
+    /// Address to listen on for data and admin gRPC.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// This node's address in the member list (default: the listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// The application whose cache this is.
+    #[arg(long)]
+    pub app: String,
+    /// The blob store: file:///DIR, memory:///, s3://BUCKET, az://CONTAINER or gs://BUCKET.
+    /// Endpoints and credentials come from AWS_*, AZURE_* or GOOGLE_* variables.
+    #[arg(long)]
+    pub store: String,
+    /// Every member's address, this node included (default: this node alone).
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Cache capacity, such as 64MiB or 2GiB.
+    #[arg(long, default_value = "64MiB")]
+    pub capacity: bytesize::ByteSize,
+    /// Largest value, such as 16MiB.
+    #[arg(long, default_value = "16MiB")]
+    pub max_value: bytesize::ByteSize,
+    /// Longest a blob-store call may take, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub store_timeout_ms: u64,
+    /// Serve counters in Prometheus text format at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Runs a node as `args` say until `shutdown` completes.
+///
+/// # Errors
+/// Configuration, store and transport errors.
+pub async fn run<F>(args: Args, shutdown: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let local = listener.local_addr()?.to_string();
+    let advertise = args.advertise.clone().unwrap_or(local);
+    let members = if args.peers.is_empty() {
+        vec![advertise.clone()]
+    } else {
+        args.peers.clone()
+    };
+    let node = CacheNode::builder()
+        .app(&args.app)
+        .store(open_store(&args.store)?)
+        .capacity_bytes(args.capacity.as_u64())
+        .limits(Limits::default().with_max_value_bytes(args.max_value.as_u64()))
+        .members(members)
+        .advertise(advertise)
+        .store_timeout(Duration::from_millis(args.store_timeout_ms))
+        .build()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = args.metrics.map(|addr| {
+        let node = node.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::metrics::serve_metrics(addr, node, stopped).await {
+                tracing::error!(error = %e, "metrics exporter stopped");
+            }
+        })
+    });
+    let served = node
+        .serve(listener, async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    if let Some(task) = metrics {
+        task.abort();
+    }
+    served?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes_and_peers() {
+        let args = Args::try_parse_from([
+            "cache-server",
+            "--app",
+            "a",
+            "--store",
+            "memory:///",
+            "--capacity",
+            "64MiB",
+            "--peers",
+            "h1:1,h2:2",
+        ])
+        .unwrap();
+        assert_eq!(args.capacity.as_u64(), 64 << 20);
+        assert_eq!(args.peers, ["h1:1", "h2:2"]);
+        assert!(
+            Args::try_parse_from([
+                "cache-server",
+                "--app",
+                "a",
+                "--store",
+                "x",
+                "--capacity",
+                "lots"
+            ])
+            .is_err()
+        );
+    }
+}

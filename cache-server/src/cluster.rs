@@ -1,0 +1,136 @@
+//! [`LocalCluster`]: several nodes in this process, each on its own ephemeral loopback port.
+//! The demo, the benches and the integration tests run on it.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::node::{CacheNode, CacheNodeBuilder};
+
+/// One node of a [`LocalCluster`].
+#[derive(Debug)]
+pub struct LocalNode {
+    /// The node's address, as in the member list.
+    pub addr: String,
+    /// The node itself (for its counters and entry store).
+    pub node: CacheNode,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<crate::Result<()>>>,
+}
+
+impl LocalNode {
+    /// Whether the node is still serving.
+    pub fn is_running(&self) -> bool {
+        self.stop.is_some()
+    }
+}
+
+/// Nodes serving in this process on `127.0.0.1:0` ports.
+///
+/// # Examples
+/// ```
+/// # #[tokio::main] async fn main() -> cache_server::Result<()> {
+/// use std::sync::Arc;
+/// use cache_server::cluster::LocalCluster;
+/// use object_store::memory::InMemory;
+///
+/// let store = Arc::new(InMemory::new());
+/// let cluster = LocalCluster::start(3, |b| b.app("demo").store(store.clone())).await?;
+/// assert_eq!(cluster.addrs().len(), 3);
+/// cluster.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct LocalCluster {
+    nodes: Vec<LocalNode>,
+}
+
+impl LocalCluster {
+    /// Binds `n` listeners, builds a node on each with `configure` (which must at least set
+    /// the app and the store; members and addresses are filled in), and serves them.
+    ///
+    /// # Errors
+    /// Binding or configuration errors.
+    pub async fn start<F>(n: usize, configure: F) -> crate::Result<Self>
+    where
+        F: Fn(CacheNodeBuilder) -> CacheNodeBuilder,
+    {
+        let mut listeners = Vec::with_capacity(n);
+        for _ in 0..n {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await?);
+        }
+        let addrs = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut nodes = Vec::with_capacity(n);
+        for (listener, addr) in listeners.into_iter().zip(&addrs) {
+            let node = configure(CacheNode::builder())
+                .members(addrs.clone())
+                .advertise(addr.clone())
+                .build()?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            let serving = node.clone();
+            let task = tokio::spawn(async move {
+                serving
+                    .serve(listener, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            });
+            nodes.push(LocalNode {
+                addr: addr.clone(),
+                node,
+                stop: Some(stop),
+                task: Some(task),
+            });
+        }
+        Ok(Self { nodes })
+    }
+
+    /// Every node's address, in start order.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// The nodes, in start order.
+    pub fn nodes(&self) -> &[LocalNode] {
+        &self.nodes
+    }
+
+    /// The node at `i`.
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    pub fn node(&self, i: usize) -> &CacheNode {
+        &self.nodes[i].node
+    }
+
+    /// Stops node `i` gracefully and waits (up to 10 s) until its port is closed.
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    pub async fn stop_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(stop) = node.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = node.task.take() {
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "node stopped with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "node task failed"),
+                Err(_) => tracing::warn!(addr = %node.addr, "node did not stop within 10 s"),
+            }
+        }
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop_node(i).await;
+        }
+    }
+}

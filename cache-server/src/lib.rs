@@ -1,0 +1,50 @@
+//! A cachelet node: gRPC data and admin services over a byte-bounded cache that reads through
+//! to, and writes through to, the application's blob store.
+//!
+//! Platforms embed a node with [`CacheNode::builder`] and [`CacheNode::serve`], or run the
+//! `cache-server` binary as a sidecar.
+//!
+//! # Layout
+//! - [`node`]: [`CacheNode`] and its builder; the get, put and delete logic and counters.
+//! - [`service`]: the tonic `Data` and `Admin` services, and the `Pipe` stream's tasks.
+//! - [`serve`](mod@serve): [`CacheNode::serve`] on a bound listener with a shutdown future.
+//! - [`wire`]: request errors as gRPC statuses with a machine-readable detail.
+//! - [`store`]: opening a blob store from a URL; [`store::InstrumentedStore`] for tests.
+//! - [`metrics`]: the counters in Prometheus text format.
+//! - [`cli`]: the `cache-server` command line.
+//! - [`cluster`]: [`cluster::LocalCluster`], nodes in this process on ephemeral ports.
+//! - [`error`]: the crate's [`Error`].
+//!
+//! A get flows: `service` (decode, check app) → [`CacheNode`] `lookup` (validate key, check
+//! owner, cache hit?) → on a miss `load` (one store read for all concurrent misses, cached
+//! unless a write raced it) → reply, coalesced with other ready replies on the stream.
+//!
+//! # Examples
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use cache_server::{CacheNode, store::open_store};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?.to_string();
+//! let node = CacheNode::builder()
+//!     .app("thumbnails")
+//!     .store(open_store("file:///var/lib/thumbnails")?)
+//!     .capacity_bytes(256 << 20)
+//!     .members([addr])
+//!     .build()?;
+//! node.serve(listener, cache_server::cli::shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod cluster;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod serve;
+pub mod service;
+pub mod store;
+pub mod wire;
+
+pub use error::{Error, Result};
+pub use node::{CacheNode, CacheNodeBuilder};

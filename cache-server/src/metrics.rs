@@ -1,0 +1,93 @@
+//! The node's counters in Prometheus text format.
+//!
+//! Counters are copied from [`CacheNode::stats`] into a Prometheus recorder once a second, so
+//! a scrape sees values at most a second old. Reads are counted by tier: `home` (a hit on the
+//! key's home node) and `store` (a miss read from the blob store).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cache_proto::v1 as pb;
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+
+use crate::node::CacheNode;
+
+/// Copies `stats` into `recorder`.
+pub fn record(recorder: &PrometheusRecorder, stats: &pb::NodeStats) {
+    metrics::with_local_recorder(recorder, || {
+        counter!("cachelet_reads_total", "tier" => "home").absolute(stats.hits);
+        counter!("cachelet_reads_total", "tier" => "store").absolute(stats.misses);
+        counter!("cachelet_fallback_reads_total").absolute(stats.fallback_reads);
+        counter!("cachelet_gets_total").absolute(stats.gets);
+        counter!("cachelet_puts_total").absolute(stats.puts);
+        counter!("cachelet_deletes_total").absolute(stats.deletes);
+        counter!("cachelet_errors_total").absolute(stats.errors);
+        counter!("cachelet_inserts_total").absolute(stats.inserts);
+        counter!("cachelet_evictions_total").absolute(stats.evictions);
+        counter!("cachelet_served_bytes_total").absolute(stats.bytes_served);
+        counter!("cachelet_store_calls_total", "kind" => "read").absolute(stats.store_reads);
+        counter!("cachelet_store_calls_total", "kind" => "write").absolute(stats.store_writes);
+        counter!("cachelet_store_calls_total", "kind" => "delete").absolute(stats.store_deletes);
+        counter!("cachelet_store_errors_total").absolute(stats.store_errors);
+        counter!("cachelet_store_read_bytes_total").absolute(stats.store_read_bytes);
+        gauge!("cachelet_entries").set(stats.entries as f64);
+        gauge!("cachelet_bytes_used").set(stats.bytes_used as f64);
+        gauge!("cachelet_capacity_bytes").set(stats.capacity_bytes as f64);
+        gauge!("cachelet_epoch").set(stats.epoch as f64);
+    });
+}
+
+/// Serves `node`'s counters at `http://ADDR/metrics` until `shutdown` completes.
+///
+/// # Errors
+/// [`crate::Error::Config`] when the exporter cannot be built or bound.
+pub async fn serve_metrics<F>(addr: SocketAddr, node: CacheNode, shutdown: F) -> crate::Result<()>
+where
+    F: Future<Output = ()>,
+{
+    let (recorder, exporter) = PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .build()
+        .map_err(|e| crate::Error::Config(format!("metrics exporter on {addr}: {e}")))?;
+    let refresh = async {
+        loop {
+            node.entries().sync().await;
+            record(&recorder, &node.stats());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::select! {
+        result = exporter => result.map_err(|e| crate::Error::Config(format!("metrics exporter: {e:?}"))),
+        () = refresh => Ok(()),
+        () = shutdown => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_reads_by_tier() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let stats = pb::NodeStats {
+            hits: 5,
+            misses: 2,
+            bytes_used: 100,
+            ..Default::default()
+        };
+        record(&recorder, &stats);
+        let text = recorder.handle().render();
+        assert!(
+            text.contains("cachelet_reads_total{tier=\"home\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cachelet_reads_total{tier=\"store\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("cachelet_bytes_used 100"), "{text}");
+    }
+}

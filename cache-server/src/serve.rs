@@ -1,0 +1,77 @@
+//! Serving a node on a bound listener until a shutdown future completes.
+
+use std::future::Future;
+
+use cache_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::node::CacheNode;
+use crate::service::{AdminService, DataService};
+
+/// Room in a message beyond one maximal value: keys, versions, and the coalesced replies
+/// that share the message (at most 1 MiB of values).
+const MESSAGE_SLACK: usize = 2 << 20;
+
+impl CacheNode {
+    /// Serves the data and admin services on `listener` until `shutdown` completes, then
+    /// finishes the requests in progress and returns.
+    ///
+    /// The listener is already bound, so tests can bind `127.0.0.1:0`. Unless the builder set
+    /// `advertise`, the node's own address is the listener's local address, and it must be in
+    /// the member list.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] when the node's address is not a member; transport errors.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn run() -> cache_server::Result<()> {
+    /// use std::sync::Arc;
+    /// use cache_server::CacheNode;
+    /// use object_store::memory::InMemory;
+    ///
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?.to_string();
+    /// let node = CacheNode::builder()
+    ///     .app("demo")
+    ///     .store(Arc::new(InMemory::new()))
+    ///     .members([addr])
+    ///     .build()?;
+    /// node.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+    /// # }
+    /// ```
+    pub async fn serve<F>(&self, listener: TcpListener, shutdown: F) -> crate::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let local = listener.local_addr()?;
+        self.set_addr(local.to_string())?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let max_message = usize::try_from(self.limits().max_value_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(MESSAGE_SLACK);
+        let data = pb::data_server::DataServer::new(DataService::new(self.clone(), stop_rx))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(usize::MAX);
+        let admin = pb::admin_server::AdminServer::new(AdminService::new(self.clone()));
+        let node = self.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in progress");
+            node.begin_shutdown();
+            let _ = stop_tx.send(true);
+        };
+        tracing::info!(addr = %local, app = self.app(), "serving");
+        Server::builder()
+            .tcp_nodelay(true)
+            .http2_adaptive_window(Some(true))
+            .add_service(data)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,365 @@
+//! The gRPC services: `Data` (unary calls, `Batch`, and the `Pipe` stream) and `Admin`.
+//!
+//! # Tasks of one `Pipe` stream
+//! ```text
+//!  client ──Batch──▶ reader task ──hit / error──────────────────────────┐
+//!                       │  (stops reading while max_inflight ops        ▼
+//!                       │   are in progress: backpressure)         reply channel ──▶ coalescer ──BatchReply──▶ client
+//!                       └─miss / put / delete──▶ one task per op ───────▲   (all ready replies, up to 1 MiB, in one message)
+//! ```
+//! A hit is answered inline by the reader, so the common case spawns nothing. On shutdown the
+//! reader stops taking ops, the ops in progress finish, and the reply stream ends.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_core::Error;
+use cache_proto::v1 as pb;
+use futures::Stream;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::node::{CacheNode, Served};
+use crate::wire::{to_status, to_wire};
+
+/// A reply message is closed once it holds this many value bytes.
+const COALESCE_BYTES: usize = 1 << 20;
+/// A reply message is closed once it holds this many replies.
+const COALESCE_REPLIES: usize = 1024;
+/// Extra time an op gets beyond its store deadline before it is answered `Timeout`.
+const GRACE: Duration = Duration::from_millis(100);
+
+/// The `Data` service of one node.
+#[derive(Debug, Clone)]
+pub struct DataService {
+    node: CacheNode,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl DataService {
+    /// The service for `node`; `shutdown` turning true ends its streams gracefully.
+    pub fn new(node: CacheNode, shutdown: watch::Receiver<bool>) -> Self {
+        Self { node, shutdown }
+    }
+}
+
+fn value_reply(id: u64, (entry, tier): Served) -> pb::Reply {
+    pb::Reply {
+        id,
+        result: Some(pb::reply::Result::Value(value_msg(entry, tier))),
+    }
+}
+
+fn value_msg(entry: cache_core::Entry, tier: pb::Tier) -> pb::Value {
+    pb::Value {
+        value: entry.value,
+        version: Some(pb::Version {
+            etag: entry.version.as_str().to_owned(),
+        }),
+        tier: tier as i32,
+    }
+}
+
+fn written(version: cache_core::Version) -> pb::Written {
+    pb::Written {
+        version: Some(pb::Version {
+            etag: version.as_str().to_owned(),
+        }),
+    }
+}
+
+fn error_reply(id: u64, err: &Error) -> pb::Reply {
+    pb::Reply {
+        id,
+        result: Some(pb::reply::Result::Error(to_wire(err))),
+    }
+}
+
+/// Runs one op that may wait on the store, bounded by its deadline.
+async fn run_op(node: &CacheNode, id: u64, kind: OpKind, budget: Duration) -> pb::Reply {
+    let work = async {
+        match kind {
+            OpKind::Load { key, fallback } => node
+                .load(&key, fallback, budget)
+                .await
+                .map(|served| value_reply(id, served)),
+            OpKind::Put { key, value } => node.put(&key, value, budget).await.map(|v| pb::Reply {
+                id,
+                result: Some(pb::reply::Result::Written(written(v))),
+            }),
+            OpKind::Delete { key } => node.delete(&key, budget).await.map(|()| pb::Reply {
+                id,
+                result: Some(pb::reply::Result::Deleted(pb::Deleted {})),
+            }),
+        }
+    };
+    match tokio::time::timeout(budget + GRACE, work).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => error_reply(id, &e),
+        Err(_) => error_reply(
+            id,
+            &node
+                .count_error::<()>(Err(Error::Timeout(budget)))
+                .unwrap_err(),
+        ),
+    }
+}
+
+enum OpKind {
+    Load { key: String, fallback: bool },
+    Put { key: String, value: bytes::Bytes },
+    Delete { key: String },
+}
+
+/// What to do with one op: answer it now, or run it as a task.
+async fn triage(node: &CacheNode, op: pb::Op) -> Result<pb::Reply, (u64, OpKind)> {
+    let id = op.id;
+    match op.kind {
+        Some(pb::op::Kind::Get(g)) => match node.lookup(&g.key, g.fallback).await {
+            Ok(Some(hit)) => Ok(value_reply(id, hit)),
+            Ok(None) => Err((
+                id,
+                OpKind::Load {
+                    key: g.key,
+                    fallback: g.fallback,
+                },
+            )),
+            Err(e) => Ok(error_reply(
+                id,
+                &node.count_error::<()>(Err(e)).unwrap_err(),
+            )),
+        },
+        Some(pb::op::Kind::Put(p)) => Err((
+            id,
+            OpKind::Put {
+                key: p.key,
+                value: p.value,
+            },
+        )),
+        Some(pb::op::Kind::Delete(d)) => Err((id, OpKind::Delete { key: d.key })),
+        None => Ok(error_reply(
+            id,
+            &Error::InvalidRequest("the op has no kind".into()),
+        )),
+    }
+}
+
+/// Why a whole batch is refused, if it is.
+fn check_batch(node: &CacheNode, batch: &pb::Batch) -> Result<(), Error> {
+    node.check_app(&batch.app)?;
+    if batch.ops.len() > node.max_batch_ops() {
+        return Err(Error::InvalidRequest(format!(
+            "a batch of {} ops exceeds the limit of {}",
+            batch.ops.len(),
+            node.max_batch_ops()
+        )));
+    }
+    Ok(())
+}
+
+/// Groups every reply that is ready into one message, up to the size limits.
+fn coalesce(rx: mpsc::Receiver<pb::Reply>) -> impl Stream<Item = Result<pb::BatchReply, Status>> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut bytes = reply_bytes(&first);
+        let mut replies = vec![first];
+        while bytes < COALESCE_BYTES && replies.len() < COALESCE_REPLIES {
+            match rx.try_recv() {
+                Ok(reply) => {
+                    bytes += reply_bytes(&reply);
+                    replies.push(reply);
+                }
+                Err(_) => break,
+            }
+        }
+        Some((Ok(pb::BatchReply { replies }), rx))
+    })
+}
+
+fn reply_bytes(reply: &pb::Reply) -> usize {
+    match &reply.result {
+        Some(pb::reply::Result::Value(v)) => v.value.len(),
+        _ => 0,
+    }
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::BatchReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::data_server::Data for DataService {
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Value>, Status> {
+        let req = request.into_inner();
+        let node = &self.node;
+        let result = async {
+            node.check_app(&req.app)?;
+            node.get(&req.key, req.fallback, node.op_budget(0)).await
+        }
+        .await;
+        match result {
+            Ok((entry, tier)) => Ok(Response::new(value_msg(entry, tier))),
+            Err(e) => Err(to_status(&e)),
+        }
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::Written>, Status> {
+        let req = request.into_inner();
+        let node = &self.node;
+        let result = async {
+            node.check_app(&req.app)?;
+            node.put(&req.key, req.value, node.op_budget(0)).await
+        }
+        .await;
+        result
+            .map(|v| Response::new(written(v)))
+            .map_err(|e| to_status(&e))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::Deleted>, Status> {
+        let req = request.into_inner();
+        let node = &self.node;
+        let result = async {
+            node.check_app(&req.app)?;
+            node.delete(&req.key, node.op_budget(0)).await
+        }
+        .await;
+        result
+            .map(|()| Response::new(pb::Deleted {}))
+            .map_err(|e| to_status(&e))
+    }
+
+    async fn batch(&self, request: Request<pb::Batch>) -> Result<Response<pb::BatchReply>, Status> {
+        let batch = request.into_inner();
+        let node = &self.node;
+        if let Err(e) = check_batch(node, &batch) {
+            return Err(to_status(&e));
+        }
+        let budget = node.op_budget(batch.timeout_ms);
+        let replies = futures::future::join_all(batch.ops.into_iter().map(|op| async move {
+            match triage(node, op).await {
+                Ok(reply) => reply,
+                Err((id, kind)) => run_op(node, id, kind, budget).await,
+            }
+        }))
+        .await;
+        Ok(Response::new(pb::BatchReply { replies }))
+    }
+
+    type PipeStream = ReplyStream;
+
+    async fn pipe(
+        &self,
+        request: Request<Streaming<pb::Batch>>,
+    ) -> Result<Response<Self::PipeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let node = self.node.clone();
+        let mut shutdown = self.shutdown.clone();
+        let max_inflight = node.max_inflight_per_stream();
+        let (tx, rx) = mpsc::channel::<pb::Reply>(max_inflight);
+        let permits = Arc::new(Semaphore::new(max_inflight));
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                    msg = inbound.message() => match msg {
+                        Ok(Some(batch)) => batch,
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::debug!(%status, "pipe closed by the client");
+                            break;
+                        }
+                    },
+                };
+                if let Err(e) = check_batch(&node, &batch) {
+                    for op in &batch.ops {
+                        if tx.send(error_reply(op.id, &e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                let budget = node.op_budget(batch.timeout_ms);
+                for op in batch.ops {
+                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                        return;
+                    };
+                    match triage(&node, op).await {
+                        Ok(reply) => {
+                            drop(permit);
+                            if tx.send(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err((id, kind)) => {
+                            let (node, tx) = (node.clone(), tx.clone());
+                            tokio::spawn(async move {
+                                let reply = run_op(&node, id, kind, budget).await;
+                                let _ = tx.send(reply).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(coalesce(rx))))
+    }
+}
+
+/// The `Admin` service of one node.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    node: CacheNode,
+}
+
+impl AdminService {
+    /// The admin service for `node`.
+    pub fn new(node: CacheNode) -> Self {
+        Self { node }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn members(
+        &self,
+        _request: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersReply>, Status> {
+        let m = self.node.membership();
+        Ok(Response::new(pb::MembersReply {
+            epoch: m.epoch(),
+            members: m.members().to_vec(),
+            self_addr: self.node.addr().unwrap_or_default().to_owned(),
+        }))
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::NodeStats>, Status> {
+        // moka applies evictions and size bookkeeping in batches; apply them so that the
+        // counts are exact.
+        self.node.entries().sync().await;
+        Ok(Response::new(self.node.stats()))
+    }
+
+    async fn health(
+        &self,
+        _request: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthReply>, Status> {
+        let status = if self.node.is_shutting_down() {
+            pb::health_reply::Status::ShuttingDown
+        } else {
+            pb::health_reply::Status::Serving
+        };
+        Ok(Response::new(pb::HealthReply {
+            status: status as i32,
+            app: self.node.app().to_owned(),
+            epoch: self.node.membership().epoch(),
+        }))
+    }
+}
