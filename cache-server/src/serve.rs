@@ -5,8 +5,8 @@ use std::future::Future;
 use cache_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 use crate::node::CacheNode;
 use crate::service::{AdminService, DataService};
@@ -65,12 +65,14 @@ impl CacheNode {
             let _ = stop_tx.send(true);
         };
         tracing::info!(addr = %local, app = self.app(), "serving");
+        // Replies are small and latency-bound: send them without Nagle's delay. (The builder's
+        // `tcp_nodelay` applies only to listeners that tonic binds itself.)
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         Server::builder()
-            .tcp_nodelay(true)
             .http2_adaptive_window(Some(true))
             .add_service(data)
             .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .serve_with_incoming_shutdown(incoming, signal)
             .await?;
         Ok(())
     }

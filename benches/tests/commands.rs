@@ -1,0 +1,41 @@
+//! The `demo` and `ping` commands, on small settings.
+
+use cache_bench::demo::{self, DemoArgs};
+use cache_bench::ping::{self, PingArgs};
+use cache_bench::redis_server::RedisServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_without_errors() {
+    // `run` fails if any request failed.
+    demo::run(DemoArgs {
+        objects: 300,
+        ops: 3000,
+        concurrency: 8,
+        read_ratio: 0.9,
+        capacity: bytesize::ByteSize::kib(128),
+        seed: 3,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_compares_with_redis() {
+    if !RedisServer::available() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is required in CI"
+        );
+        eprintln!("skipping: redis-server not found (scripts/test installs it)");
+        return;
+    }
+    ping::run(PingArgs {
+        keys: 50,
+        value_size: bytesize::ByteSize::kib(1),
+        gets: 100,
+        rounds: 2,
+        nodes: 2,
+    })
+    .await
+    .unwrap();
+}
