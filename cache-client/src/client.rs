@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cache_core::clock::{Clock, SystemClock};
 use cache_core::{Membership, validate_key};
 use cache_proto::v1 as pb;
 use serde::Serialize;
@@ -13,6 +14,35 @@ use tracing::Instrument;
 
 use crate::conn::{ConnConfig, NodeConn};
 use crate::error::{Error, Result};
+use crate::local::{LocalAdmission, LocalTier, watch_node};
+
+/// How fresh a read must be. Set per client ([`CacheClientBuilder::consistency`]) and per call
+/// ([`CacheClient::get_entry_with`]).
+///
+/// Writes made through the cache ([`CacheClient::put`], [`CacheClient::delete`]) go to the
+/// store, then to the key's home node, before they return. What each mode promises about a
+/// read that begins after such a write returned:
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// The read sees every write that finished before it began, including writes that bypassed
+    /// the cache and went to the blob store directly. The home node asks the store for the
+    /// blob's current version (a metadata call, HEAD) on every read, then serves that version
+    /// from the local copy or its cache when either holds it, else from the store.
+    /// Costs one store metadata call per read.
+    Strict,
+    /// The default. The read sees every write made through the cache that finished before it
+    /// began (linearizable for such writes). A local copy is used only after the home node
+    /// confirms its version, with a request that carries no value bytes when the copy is
+    /// current. Writes that bypass the cache are seen once the home node's copy is replaced
+    /// (by a strict read, a write through the cache, or eviction).
+    #[default]
+    Strong,
+    /// A local copy that was confirmed current within the last `d` is served with no network
+    /// call at all; an older one is confirmed as in `Strong`. The read may miss writes that
+    /// finished less than `d` before it began, never older ones. Invalidations pushed by the
+    /// home nodes usually drop changed copies much sooner.
+    Bounded(Duration),
+}
 
 /// The tier that served a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -69,6 +99,18 @@ pub struct ClientStats {
     pub writes: u64,
     /// Calls that failed.
     pub errors: u64,
+    /// Local hits served with no network call (`Bounded` copies within their bound).
+    pub local_unchecked: u64,
+    /// Local hits confirmed current by the home node (no value bytes sent).
+    pub local_confirmed: u64,
+    /// Gets that received value bytes from a node.
+    pub value_replies: u64,
+    /// Ops sent to nodes: every network request of the data path counts one.
+    pub ops_sent: u64,
+    /// Invalidations received from the nodes.
+    pub invalidations: u64,
+    /// Bytes held by the local tier.
+    pub local_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +123,9 @@ struct Counters {
     fallbacks: AtomicU64,
     writes: AtomicU64,
     errors: AtomicU64,
+    local_unchecked: AtomicU64,
+    local_confirmed: AtomicU64,
+    value_replies: AtomicU64,
 }
 
 /// One node's counters, or why they could not be read.
@@ -114,6 +159,11 @@ pub struct CacheClientBuilder {
     max_value_bytes: u64,
     min_backoff: Duration,
     max_backoff: Duration,
+    consistency: Consistency,
+    local_capacity_bytes: u64,
+    local_admission: LocalAdmission,
+    invalidations: bool,
+    clock: Arc<dyn Clock>,
 }
 
 impl Default for CacheClientBuilder {
@@ -126,6 +176,11 @@ impl Default for CacheClientBuilder {
             max_value_bytes: cache_core::DEFAULT_MAX_VALUE_BYTES,
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
+            consistency: Consistency::Strong,
+            local_capacity_bytes: 0,
+            local_admission: LocalAdmission::All,
+            invalidations: true,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -174,6 +229,40 @@ impl CacheClientBuilder {
         self
     }
 
+    /// The consistency of reads that do not name one. Default: [`Consistency::Strong`].
+    pub fn consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
+        self
+    }
+
+    /// The byte capacity of the local tier: in-process copies of blobs this instance read or
+    /// wrote. Default: 0, which turns the local tier off.
+    pub fn local_capacity_bytes(mut self, bytes: u64) -> Self {
+        self.local_capacity_bytes = bytes;
+        self
+    }
+
+    /// Which blobs the local tier keeps. Default: [`LocalAdmission::All`].
+    pub fn local_admission(mut self, admission: LocalAdmission) -> Self {
+        self.local_admission = admission;
+        self
+    }
+
+    /// Whether to subscribe to the nodes' invalidations, which drop changed local copies
+    /// early. They never decide correctness: `Strict` and `Strong` reads confirm versions
+    /// anyway, and `Bounded` copies expire on their own. Default: true (when the local tier
+    /// is on).
+    pub fn invalidations(mut self, subscribe: bool) -> Self {
+        self.invalidations = subscribe;
+        self
+    }
+
+    /// The clock that ages `Bounded` local copies. Default: the system's monotonic clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Builds the client. Connections open lazily, on first use.
     ///
     /// # Errors
@@ -194,6 +283,7 @@ impl CacheClientBuilder {
                 .saturating_add(2 << 20),
             min_backoff: self.min_backoff,
             max_backoff: self.max_backoff,
+            ops_sent: Arc::default(),
         });
         let conns = membership
             .members()
@@ -205,13 +295,36 @@ impl CacheClientBuilder {
                 ))
             })
             .collect::<Result<HashMap<_, _>>>()?;
+        let membership = Arc::new(membership);
+        let local = (self.local_capacity_bytes > 0)
+            .then(|| LocalTier::new(self.local_capacity_bytes, self.local_admission, self.clock));
+        let invalidations = Arc::new(AtomicU64::new(0));
+        let mut watchers = Vec::new();
+        if let (Some(tier), true) = (&local, self.invalidations) {
+            for (addr, conn) in &conns {
+                watchers.push(tokio::spawn(watch_node(
+                    tier.clone(),
+                    conn.channel(),
+                    app.clone(),
+                    Arc::clone(&membership),
+                    addr.clone(),
+                    Arc::clone(&invalidations),
+                    (self.min_backoff, self.max_backoff),
+                )));
+            }
+        }
         Ok(CacheClient {
             inner: Arc::new(Inner {
                 app,
-                membership: Arc::new(membership),
+                membership,
                 conns,
                 timeout: self.timeout,
+                consistency: self.consistency,
+                local,
                 counters: Counters::default(),
+                ops_sent: Arc::clone(&config.ops_sent),
+                invalidations,
+                watchers,
             }),
         })
     }
@@ -247,7 +360,20 @@ struct Inner {
     membership: Arc<Membership>,
     conns: HashMap<String, Arc<NodeConn>>,
     timeout: Duration,
+    consistency: Consistency,
+    local: Option<LocalTier>,
     counters: Counters,
+    ops_sent: Arc<AtomicU64>,
+    invalidations: Arc<AtomicU64>,
+    watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for watcher in &self.watchers {
+            watcher.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for CacheClient {
@@ -284,33 +410,94 @@ impl CacheClient {
         Ok(self.get_entry(key).await?.map(|f| f.value))
     }
 
-    /// Reads a blob with its version and the tier that served it.
+    /// Reads a blob with its version and the tier that served it, at the client's
+    /// consistency.
     ///
     /// # Errors
     /// As [`CacheClient::get`].
     pub async fn get_entry(&self, key: &str) -> Result<Option<Fetched>> {
-        let span = tracing::debug_span!("cache.get", key_len = key.len());
+        self.get_entry_with(key, self.inner.consistency).await
+    }
+
+    /// Reads a blob and its version: `None` when it does not exist.
+    ///
+    /// # Errors
+    /// As [`CacheClient::get`].
+    pub async fn get_with_version(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        Ok(self.get_entry(key).await?.map(|f| (f.value, f.version)))
+    }
+
+    /// Reads a blob at the given consistency, overriding the client's.
+    ///
+    /// # Errors
+    /// As [`CacheClient::get`].
+    pub async fn get_entry_with(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<Fetched>> {
+        validate_key(key).map_err(invalid_key)?;
+        let c = &self.inner.counters;
+        let local = self.inner.local.as_ref();
+        let copy = local.and_then(|tier| tier.get(key));
+        if let (Some(tier), Some(copy), Consistency::Bounded(bound)) = (local, &copy, consistency)
+            && copy.age(tier) <= bound
+        {
+            c.local_unchecked.fetch_add(1, Ordering::Relaxed);
+            c.hits_local.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(Fetched {
+                value: copy.value.clone(),
+                version: copy.version.clone(),
+                tier: Tier::Local,
+            }));
+        }
+        let span = tracing::debug_span!("cache.get", key_len = key.len(), ?consistency);
         let result = async {
-            validate_key(key).map_err(invalid_key)?;
+            let started = local.map_or(0, LocalTier::now_ns);
+            let if_none_match = copy.as_ref().map(|c| c.version.clone()).unwrap_or_default();
+            let wire_consistency = match consistency {
+                Consistency::Strict => pb::Consistency::Strict,
+                Consistency::Strong | Consistency::Bounded(_) => pb::Consistency::Cache,
+            };
             let (reply, fallback) = self
                 .route(key, true, |fallback| {
                     pb::op::Kind::Get(pb::Get {
                         key: key.to_owned(),
                         fallback,
+                        consistency: wire_consistency as i32,
+                        if_none_match: if_none_match.clone(),
                     })
                 })
                 .await?;
+            if fallback {
+                c.fallbacks.fetch_add(1, Ordering::Relaxed);
+            }
             match reply {
+                pb::reply::Result::NotModified(nm) => {
+                    let version = nm.version.map(|v| v.etag).unwrap_or_default();
+                    match copy {
+                        Some(copy) if copy.version == version => {
+                            copy.confirm(started);
+                            c.local_confirmed.fetch_add(1, Ordering::Relaxed);
+                            c.hits_local.fetch_add(1, Ordering::Relaxed);
+                            Ok(Some(Fetched {
+                                value: copy.value.clone(),
+                                version,
+                                tier: Tier::Local,
+                            }))
+                        }
+                        _ => Err(Error::Internal(format!(
+                            "the node confirmed version {version:?}, which this client does not hold"
+                        ))),
+                    }
+                }
                 pb::reply::Result::Value(v) => {
                     let fetched = Fetched {
                         value: v.value,
                         version: v.version.map(|v| v.etag).unwrap_or_default(),
                         tier: Tier::from_wire(v.tier),
                     };
-                    let c = &self.inner.counters;
-                    if fallback {
-                        c.fallbacks.fetch_add(1, Ordering::Relaxed);
-                    }
+                    c.value_replies.fetch_add(1, Ordering::Relaxed);
                     match fetched.tier {
                         Tier::Local => &c.hits_local,
                         Tier::Home => &c.hits_home,
@@ -318,14 +505,23 @@ impl CacheClient {
                         Tier::Store => &c.reads_store,
                     }
                     .fetch_add(1, Ordering::Relaxed);
+                    if let Some(tier) = local {
+                        tier.offer(
+                            key,
+                            fetched.value.clone(),
+                            fetched.version.clone(),
+                            v.hot,
+                            started,
+                        );
+                    }
                     Ok(Some(fetched))
                 }
                 pb::reply::Result::Error(e) => match Error::from_wire(e) {
                     Error::NotFound(_) => {
-                        self.inner
-                            .counters
-                            .not_found
-                            .fetch_add(1, Ordering::Relaxed);
+                        if let Some(tier) = local {
+                            tier.remove(key);
+                        }
+                        c.not_found.fetch_add(1, Ordering::Relaxed);
                         Ok(None)
                     }
                     other => Err(other),
@@ -361,20 +557,46 @@ impl CacheClient {
     /// [`Error::InvalidKey`], [`Error::ValueTooLarge`], [`Error::Unavailable`] (a write is not
     /// redirected when the home node is down), [`Error::Timeout`].
     pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<String> {
-        let value = value.into();
+        self.write(key, value.into(), None).await
+    }
+
+    /// Writes a blob only if its current version is `expected` (the empty string: only if
+    /// the blob does not exist). Racing conditional writes through the cache have exactly one
+    /// winner; the others fail with [`Error::VersionMismatch`].
+    ///
+    /// # Errors
+    /// [`Error::VersionMismatch`], and those of [`CacheClient::put`].
+    pub async fn put_if_version(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        expected: &str,
+    ) -> Result<String> {
+        self.write(key, value.into(), Some(expected)).await
+    }
+
+    async fn write(&self, key: &str, value: Bytes, if_match: Option<&str>) -> Result<String> {
         let span = tracing::debug_span!("cache.put", key_len = key.len(), value_len = value.len());
         let result = async {
             validate_key(key).map_err(invalid_key)?;
+            let started = self.inner.local.as_ref().map_or(0, LocalTier::now_ns);
             let (reply, _) = self
                 .route(key, false, |_| {
                     pb::op::Kind::Put(pb::Put {
                         key: key.to_owned(),
                         value: value.clone(),
+                        if_match: if_match.map(str::to_owned),
                     })
                 })
                 .await?;
             match reply {
-                pb::reply::Result::Written(w) => Ok(w.version.map(|v| v.etag).unwrap_or_default()),
+                pb::reply::Result::Written(w) => {
+                    let version = w.version.map(|v| v.etag).unwrap_or_default();
+                    if let Some(tier) = &self.inner.local {
+                        tier.offer(key, value.clone(), version.clone(), false, started);
+                    }
+                    Ok(version)
+                }
                 pb::reply::Result::Error(e) => Err(Error::from_wire(e)),
                 other => Err(unexpected(&other)),
             }
@@ -383,6 +605,9 @@ impl CacheClient {
         .await;
         if result.is_ok() {
             self.inner.counters.writes.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(tier) = &self.inner.local {
+            // The outcome is unknown: do not keep a copy that may be out of date.
+            tier.remove(key);
         }
         self.count(result)
     }
@@ -402,6 +627,9 @@ impl CacheClient {
                     })
                 })
                 .await?;
+            if let Some(tier) = &self.inner.local {
+                tier.remove(key);
+            }
             match reply {
                 pb::reply::Result::Deleted(_) => Ok(()),
                 pb::reply::Result::Error(e) => Err(Error::from_wire(e)),
@@ -490,6 +718,12 @@ impl CacheClient {
             fallbacks: l(&c.fallbacks),
             writes: l(&c.writes),
             errors: l(&c.errors),
+            local_unchecked: l(&c.local_unchecked),
+            local_confirmed: l(&c.local_confirmed),
+            value_replies: l(&c.value_replies),
+            ops_sent: self.inner.ops_sent.load(Ordering::Relaxed),
+            invalidations: self.inner.invalidations.load(Ordering::Relaxed),
+            local_bytes: self.inner.local.as_ref().map_or(0, LocalTier::bytes),
         }
     }
 

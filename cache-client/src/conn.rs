@@ -87,6 +87,8 @@ pub(crate) struct ConnConfig {
     pub max_message_bytes: usize,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Ops sent to any node, counted on the transport.
+    pub ops_sent: Arc<AtomicU64>,
 }
 
 /// One node: its channel, its pipe, and whether it is believed down.
@@ -161,6 +163,7 @@ impl NodeConn {
             .await
             .map_err(|_| Error::Timeout(timeout))??;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.config.ops_sent.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
             op: pb::Op {

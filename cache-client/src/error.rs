@@ -40,6 +40,9 @@ pub enum Error {
         /// The node's members.
         members: Vec<String>,
     },
+    /// A conditional put found another version of the blob than the one expected.
+    #[error("version mismatch: {0}")]
+    VersionMismatch(String),
     /// The node refused the work to protect itself.
     #[error("overloaded: {0}")]
     Overloaded(String),
@@ -91,6 +94,7 @@ impl Error {
             pb::ErrorCode::StoreUnavailable => Error::Unavailable(msg),
             pb::ErrorCode::Timeout => Error::Timeout(Duration::ZERO),
             pb::ErrorCode::Overloaded => Error::Overloaded(msg),
+            pb::ErrorCode::VersionMismatch => Error::VersionMismatch(msg),
             pb::ErrorCode::Internal | pb::ErrorCode::Unspecified => Error::Internal(msg),
         }
     }
@@ -108,9 +112,8 @@ impl Error {
             Code::NotFound => Error::NotFound(msg),
             Code::DeadlineExceeded => Error::Timeout(Duration::ZERO),
             Code::ResourceExhausted => Error::Overloaded(msg),
-            Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Aborted => {
-                Error::Unavailable(msg)
-            }
+            Code::Aborted => Error::VersionMismatch(msg),
+            Code::Unavailable | Code::Cancelled | Code::Unknown => Error::Unavailable(msg),
             _ => Error::Internal(format!("{:?}: {msg}", status.code())),
         }
     }

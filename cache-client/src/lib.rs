@@ -3,13 +3,17 @@
 //! # Layout
 //! - [`client`]: [`CacheClient`] and its builder: validation, routing by the ring shared with
 //!   the nodes, fallback to the next node when the home node is down, counters.
+//! - `local`: the local tier (in-process copies with versions) and the tasks that apply the
+//!   nodes' invalidations to it; [`LocalAdmission`] says what it keeps.
 //! - `conn`: one node's HTTP/2 channel and its long-lived `Pipe` stream, with a writer task
 //!   that puts every ready op into one message and a reader task that matches replies to ops.
 //! - [`error`]: the typed [`Error`], rebuilt from the nodes' gRPC statuses.
 //! - [`cli`]: the `cachectl` command line.
 //!
-//! A get flows: [`CacheClient::get`] → validate the key → the home node's [`conn`](client)
-//! pipe → (node) → reply slot → the value, its version and its tier.
+//! A get flows: [`CacheClient::get`] → validate the key → the local tier (a `Bounded` copy
+//! within its bound is served here) → the home node's pipe, carrying the local copy's version
+//! (`Strong`, `Strict`) → (node) → reply slot → `NotModified` (serve the local copy) or the
+//! value, its version and its tier.
 //!
 //! # Examples
 //! ```no_run
@@ -32,6 +36,10 @@ pub mod cli;
 pub mod client;
 mod conn;
 pub mod error;
+mod local;
 
-pub use client::{CacheClient, CacheClientBuilder, ClientStats, Fetched, NodeReport, Stats, Tier};
+pub use client::{
+    CacheClient, CacheClientBuilder, ClientStats, Consistency, Fetched, NodeReport, Stats, Tier,
+};
 pub use error::{Error, Result};
+pub use local::LocalAdmission;

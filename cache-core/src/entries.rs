@@ -249,6 +249,21 @@ impl EntryStore {
         Ok(written)
     }
 
+    /// Drops any cached entry for `key` and loads it afresh with `load`, as [`EntryStore::load`].
+    /// A load already in progress may be joined, so the caller must check that the entry is
+    /// as new as it needs.
+    ///
+    /// # Errors
+    /// The error `load` returned.
+    pub async fn reload<F, Fut>(&self, key: &str, load: F) -> Result<(Entry, Lookup), Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Entry, Error>>,
+    {
+        self.invalidate(key).await;
+        self.load(key, load).await
+    }
+
     /// Removes `key` from the cache only (the store is not touched).
     pub async fn invalidate(&self, key: &str) {
         let mut generation = self.stripe(key).lock().await;

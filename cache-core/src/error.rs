@@ -53,6 +53,14 @@ pub enum Error {
     /// The request is malformed.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A conditional write found another version of the blob.
+    #[error("version mismatch: expected {expected:?}, found {found:?}")]
+    VersionMismatch {
+        /// The version the writer expected ("" for: no blob).
+        expected: String,
+        /// The version found ("" for: no blob).
+        found: String,
+    },
     /// The node is refusing work to protect itself.
     #[error("overloaded: {0}")]
     Overloaded(String),

@@ -8,14 +8,20 @@
 //! - [`version`]: [`Version`], the store's ETag for a blob's content.
 //! - [`entries`]: the [`EntryStore`] on `moka`, with read-through and write-through
 //!   primitives that keep the cache from holding content the store no longer has.
+//! - [`hot`]: a count-min [`hot::FrequencySketch`] that marks keys read often, in O(1).
+//! - [`clock`]: injectable time ([`clock::Clock`], [`clock::ManualClock`]).
+//! - [`history`]: a checker for read/write histories, used by the consistency tests.
 //! - [`error`]: the crate's [`Error`].
 //!
 //! A request on a node flows: validate the key ([`limits`]) → check the owner ([`ring`]) →
 //! [`EntryStore::get_or_load`] (hit, or one store read for all concurrent misses) or
 //! [`EntryStore::write_through`] (store first, then cache, in store order).
 
+pub mod clock;
 pub mod entries;
 pub mod error;
+pub mod history;
+pub mod hot;
 pub mod limits;
 pub mod ring;
 pub mod version;

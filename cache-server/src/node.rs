@@ -6,16 +6,33 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cache_core::hot::FrequencySketch;
 use cache_core::{
-    Entry, EntryStore, Error, Limits, Lookup, Membership, SharedMembership, Version, validate_key,
+    Entry, EntryStore, Error, Limits, Lookup, Membership, SharedMembership, Version, key_hash,
+    validate_key,
 };
 use cache_proto::v1 as pb;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::sync::broadcast;
 use tracing::Instrument;
 
 /// The default byte capacity of a node's cache: 64 MiB.
 pub const DEFAULT_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Counters per row of the node's read-frequency sketch.
+const SKETCH_WIDTH: usize = 16 * 1024;
+
+/// The read-frequency sketch halves its counts every this many reads of the node.
+pub const HOT_WINDOW_READS: u64 = 16 * SKETCH_WIDTH as u64;
+
+/// The default number of recent reads that make a key hot (see
+/// [`CacheNodeBuilder::hot_threshold`]): 32 in [`HOT_WINDOW_READS`] (262,144), a share of
+/// about 0.01% of the node's reads.
+pub const DEFAULT_HOT_THRESHOLD: u32 = 32;
+
+/// Invalidations buffered for a slow subscriber before it is told to reset.
+const INVALIDATION_BACKLOG: usize = 8192;
 
 /// Builds a [`CacheNode`].
 ///
@@ -48,6 +65,7 @@ pub struct CacheNodeBuilder {
     op_timeout: Duration,
     max_inflight_per_stream: usize,
     max_batch_ops: usize,
+    hot_threshold: u32,
 }
 
 impl Default for CacheNodeBuilder {
@@ -64,6 +82,7 @@ impl Default for CacheNodeBuilder {
             op_timeout: Duration::from_secs(5),
             max_inflight_per_stream: 1024,
             max_batch_ops: 4096,
+            hot_threshold: DEFAULT_HOT_THRESHOLD,
         }
     }
 }
@@ -143,6 +162,14 @@ impl CacheNodeBuilder {
         self
     }
 
+    /// How many reads of a key, within the last [`HOT_WINDOW_READS`] reads of the node (with
+    /// older reads counting half, then a quarter, ...), make it hot. Replies for hot keys say
+    /// so, and clients keep local copies of them first. Default: [`DEFAULT_HOT_THRESHOLD`].
+    pub fn hot_threshold(mut self, reads: u32) -> Self {
+        self.hot_threshold = reads.max(1);
+        self
+    }
+
     /// Builds the node.
     ///
     /// # Errors
@@ -177,6 +204,9 @@ impl CacheNodeBuilder {
                 max_batch_ops: self.max_batch_ops,
                 counters: Counters::default(),
                 shutting_down: AtomicBool::new(false),
+                sketch: FrequencySketch::new(SKETCH_WIDTH),
+                hot_threshold: self.hot_threshold,
+                invalidations: broadcast::channel(INVALIDATION_BACKLOG).0,
             }),
         })
     }
@@ -206,6 +236,10 @@ struct Counters {
     store_deletes: AtomicU64,
     store_errors: AtomicU64,
     store_read_bytes: AtomicU64,
+    store_heads: AtomicU64,
+    not_modified: AtomicU64,
+    invalidations_sent: AtomicU64,
+    hot_replies: AtomicU64,
 }
 
 /// One cachelet: a byte-bounded cache in front of the application's blob store. Cheap to
@@ -229,10 +263,42 @@ struct Inner {
     max_batch_ops: usize,
     counters: Counters,
     shutting_down: AtomicBool,
+    sketch: FrequencySketch,
+    hot_threshold: u32,
+    invalidations: broadcast::Sender<pb::Invalidation>,
 }
 
-/// A read's result: the entry and the tier that served it.
-pub(crate) type Served = (Entry, pb::Tier);
+/// What a read asks for, beyond its key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions<'a> {
+    /// Serve for a home node that is down: read the store, cache nothing.
+    pub fallback: bool,
+    /// Ask the store for the blob's current version first.
+    pub strict: bool,
+    /// The version the caller holds, if any.
+    pub if_none_match: Option<&'a str>,
+}
+
+/// A read's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The blob, the tier that served it, and whether its key is hot.
+    Value {
+        /// The blob and its version.
+        entry: Entry,
+        /// The tier that served it.
+        tier: pb::Tier,
+        /// Whether the key is read often.
+        hot: bool,
+    },
+    /// The caller's version is current.
+    NotModified {
+        /// That version.
+        version: Version,
+        /// Whether the key is read often.
+        hot: bool,
+    },
+}
 
 impl CacheNode {
     /// A builder with every default; see [`CacheNodeBuilder`].
@@ -323,78 +389,181 @@ impl CacheNode {
         }
     }
 
-    /// The quick part of a get: validation, ownership and the cache lookup. `Ok(None)` means a
-    /// miss that needs [`CacheNode::load`] (or, for `fallback`, a plain store read).
-    pub(crate) async fn lookup(&self, key: &str, fallback: bool) -> Result<Option<Served>, Error> {
+    /// The quick part of a get: validation, ownership and the cache lookup. `Ok(None)` means
+    /// the read needs [`CacheNode::load`]: a miss, a strict read, or a fallback read. The
+    /// returned flag says whether the key is hot.
+    pub(crate) async fn lookup(
+        &self,
+        key: &str,
+        opts: ReadOptions<'_>,
+    ) -> Result<(Option<Answer>, bool), Error> {
         self.inner.counters.gets.fetch_add(1, Ordering::Relaxed);
         validate_key(key)?;
-        if fallback {
-            return Ok(None);
+        let hot = self.inner.sketch.record(key_hash(key)) >= self.inner.hot_threshold;
+        if opts.fallback {
+            return Ok((None, hot));
         }
         self.check_owner(key)?;
-        Ok(self
+        if opts.strict {
+            return Ok((None, hot));
+        }
+        let answer = self
             .inner
             .entries
             .get(key)
             .await
-            .map(|e| self.served(e, pb::Tier::Home)))
+            .map(|e| self.answer(e, pb::Tier::Home, hot, opts.if_none_match));
+        Ok((answer, hot))
     }
 
-    /// The slow part of a get, after [`CacheNode::lookup`] missed: one store read for all
-    /// concurrent misses of the key, cached as home; or, for `fallback`, an uncached read for
-    /// a home node that is down.
+    /// The slow part of a get, after [`CacheNode::lookup`]:
+    /// - a miss makes one store read for all concurrent misses of the key, cached as home;
+    /// - a strict read asks the store for the current version (HEAD) and serves it from the
+    ///   cache when held, else reads and caches it;
+    /// - a fallback read, for a home node that is down, reads the store and caches nothing.
     pub(crate) async fn load(
         &self,
         key: &str,
-        fallback: bool,
+        opts: ReadOptions<'_>,
+        hot: bool,
         budget: Duration,
-    ) -> Result<Served, Error> {
-        if fallback {
+    ) -> Result<Answer, Error> {
+        if opts.fallback {
             self.inner
                 .counters
                 .fallback_reads
                 .fetch_add(1, Ordering::Relaxed);
             let entry = self.read_store(key, budget).await?;
-            return Ok(self.served(entry, pb::Tier::Store));
+            return Ok(self.answer(entry, pb::Tier::Store, hot, opts.if_none_match));
+        }
+        if opts.strict {
+            return self.load_strict(key, opts, hot, budget).await;
         }
         let (entry, how) = self
             .inner
             .entries
             .load(key, || self.read_store(key, budget))
             .await?;
-        let tier = match how {
-            Lookup::Hit => pb::Tier::Home,
-            Lookup::Loaded => pb::Tier::Store,
-        };
-        Ok(self.served(entry, tier))
+        Ok(self.answer(entry, tier_of(how), hot, opts.if_none_match))
     }
 
-    fn served(&self, entry: Entry, tier: pb::Tier) -> Served {
-        self.inner
-            .counters
-            .bytes_served
-            .fetch_add(entry.size(), Ordering::Relaxed);
-        (entry, tier)
+    async fn load_strict(
+        &self,
+        key: &str,
+        opts: ReadOptions<'_>,
+        hot: bool,
+        budget: Duration,
+    ) -> Result<Answer, Error> {
+        let current = match self.head_store(key, budget).await {
+            Ok(version) => version,
+            Err(Error::NotFound { key }) => {
+                // Deleted behind the cache's back: drop any copy.
+                if self.inner.entries.peek(&key).await.is_some() {
+                    self.inner.entries.invalidate(&key).await;
+                    self.publish(&key, None);
+                }
+                return Err(Error::NotFound { key });
+            }
+            Err(e) => return Err(e),
+        };
+        if opts.if_none_match == Some(current.as_str()) {
+            return Ok(self.answer_not_modified(current, hot));
+        }
+        if let Some(entry) = self.inner.entries.get(key).await
+            && entry.version == current
+        {
+            return Ok(self.answer(entry, pb::Tier::Home, hot, None));
+        }
+        // The cache holds another version, or none: read the store afresh.
+        let (mut entry, how) = self
+            .inner
+            .entries
+            .reload(key, || self.read_store(key, budget))
+            .await?;
+        if entry.version != current {
+            // A load that began before the HEAD was joined; read once more, uncached.
+            entry = self.read_store(key, budget).await?;
+        }
+        self.publish(key, Some(&entry.version));
+        Ok(self.answer(entry, tier_of(how), hot, opts.if_none_match))
+    }
+
+    fn answer(
+        &self,
+        entry: Entry,
+        tier: pb::Tier,
+        hot: bool,
+        if_none_match: Option<&str>,
+    ) -> Answer {
+        if if_none_match == Some(entry.version.as_str()) {
+            return self.answer_not_modified(entry.version, hot);
+        }
+        let c = &self.inner.counters;
+        c.bytes_served.fetch_add(entry.size(), Ordering::Relaxed);
+        if hot {
+            c.hot_replies.fetch_add(1, Ordering::Relaxed);
+        }
+        Answer::Value { entry, tier, hot }
+    }
+
+    fn answer_not_modified(&self, version: Version, hot: bool) -> Answer {
+        let c = &self.inner.counters;
+        c.not_modified.fetch_add(1, Ordering::Relaxed);
+        if hot {
+            c.hot_replies.fetch_add(1, Ordering::Relaxed);
+        }
+        Answer::NotModified { version, hot }
+    }
+
+    /// Tells subscribers that `key` now has `version` (`None`: deleted).
+    fn publish(&self, key: &str, version: Option<&Version>) {
+        let invalidation = pb::Invalidation {
+            key: key.to_owned(),
+            version: version.map(|v| v.as_str().to_owned()).unwrap_or_default(),
+        };
+        // No subscribers is not an error.
+        if self.inner.invalidations.send(invalidation).is_ok() {
+            self.inner
+                .counters
+                .invalidations_sent
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many subscribers receive this node's invalidations now.
+    pub fn watchers(&self) -> usize {
+        self.inner.invalidations.receiver_count()
+    }
+
+    /// A new subscription to this node's invalidations.
+    pub fn subscribe(&self) -> broadcast::Receiver<pb::Invalidation> {
+        self.inner.invalidations.subscribe()
     }
 
     /// Reads a blob through the cache: validation, ownership, then the cache or the store.
     ///
     /// # Errors
     /// Invalid key, wrong owner, not found, store unavailable.
-    pub async fn get(&self, key: &str, fallback: bool, budget: Duration) -> Result<Served, Error> {
+    pub async fn get(
+        &self,
+        key: &str,
+        opts: ReadOptions<'_>,
+        budget: Duration,
+    ) -> Result<Answer, Error> {
         let span = tracing::debug_span!(
             "get",
             key_len = key.len(),
-            fallback,
+            fallback = opts.fallback,
+            strict = opts.strict,
             tier = tracing::field::Empty
         );
         async {
-            let result = match self.lookup(key, fallback).await {
-                Ok(Some(hit)) => Ok(hit),
-                Ok(None) => self.load(key, fallback, budget).await,
+            let result = match self.lookup(key, opts).await {
+                Ok((Some(answer), _)) => Ok(answer),
+                Ok((None, hot)) => self.load(key, opts, hot, budget).await,
                 Err(e) => Err(e),
             };
-            if let Ok((_, tier)) = &result {
+            if let Ok(Answer::Value { tier, .. }) = &result {
                 tracing::Span::current().record("tier", tier.as_str_name());
             }
             self.count_error(result)
@@ -407,7 +576,13 @@ impl CacheNode {
     ///
     /// # Errors
     /// Invalid key, value too large, wrong owner, store unavailable.
-    pub async fn put(&self, key: &str, value: Bytes, budget: Duration) -> Result<Version, Error> {
+    pub async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        if_match: Option<&str>,
+        budget: Duration,
+    ) -> Result<Version, Error> {
         let span = tracing::debug_span!("put", key_len = key.len(), value_len = value.len());
         async {
             self.inner.counters.puts.fetch_add(1, Ordering::Relaxed);
@@ -419,13 +594,30 @@ impl CacheNode {
                     .inner
                     .entries
                     .write_through(key, || async {
+                        if let Some(expected) = if_match {
+                            // Under the key's write lock, so racing conditional puts through
+                            // the cache have exactly one winner.
+                            let found = match self.head_store(key, budget).await {
+                                Ok(v) => v.as_str().to_owned(),
+                                Err(Error::NotFound { .. }) => String::new(),
+                                Err(e) => return Err(e),
+                            };
+                            if found != expected {
+                                return Err(Error::VersionMismatch {
+                                    expected: expected.to_owned(),
+                                    found,
+                                });
+                            }
+                        }
                         let version = self.write_store(key, value.clone(), budget).await?;
                         Ok(Some(Entry::new(value.clone(), version)))
                     })
                     .await?;
-                written
+                let version = written
                     .map(|e| e.version)
-                    .ok_or_else(|| Error::InvalidRequest("write produced no entry".into()))
+                    .ok_or_else(|| Error::InvalidRequest("write produced no entry".into()))?;
+                self.publish(key, Some(&version));
+                Ok(version)
             }
             .await;
             self.count_error(result)
@@ -452,6 +644,7 @@ impl CacheNode {
                         Ok(None)
                     })
                     .await?;
+                self.publish(key, None);
                 Ok(())
             }
             .await;
@@ -462,11 +655,14 @@ impl CacheNode {
     }
 
     pub(crate) fn count_error<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
-        if let Err(e) = &result {
-            self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %e, "request failed");
-        }
-        result
+        result.map_err(|e| self.failed(e))
+    }
+
+    /// Counts a failed request and returns its error.
+    pub(crate) fn failed(&self, err: Error) -> Error {
+        self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(error = %err, "request failed");
+        err
     }
 
     fn store_deadline(&self, budget: Duration) -> Duration {
@@ -526,6 +722,26 @@ impl CacheNode {
         c.store_read_bytes
             .fetch_add(entry.size(), Ordering::Relaxed);
         Ok(entry)
+    }
+
+    async fn head_store(&self, key: &str, budget: Duration) -> Result<Version, Error> {
+        let path = blob_path(key)?;
+        self.inner
+            .counters
+            .store_heads
+            .fetch_add(1, Ordering::Relaxed);
+        let head = async {
+            self.inner
+                .store
+                .head(&path)
+                .await
+                .map(|meta| Version::from_meta(&meta))
+                .map_err(|e| self.store_error(key, e))
+        };
+        let limit = self.store_deadline(budget);
+        tokio::time::timeout(limit, head)
+            .await
+            .map_err(|_| self.store_timed_out(limit))?
     }
 
     async fn write_store(
@@ -607,7 +823,18 @@ impl CacheNode {
             deletes: load(&c.deletes),
             errors: load(&c.errors),
             bytes_served: load(&c.bytes_served),
+            not_modified: load(&c.not_modified),
+            store_heads: load(&c.store_heads),
+            invalidations_sent: load(&c.invalidations_sent),
+            hot_replies: load(&c.hot_replies),
         }
+    }
+}
+
+fn tier_of(how: Lookup) -> pb::Tier {
+    match how {
+        Lookup::Hit => pb::Tier::Home,
+        Lookup::Loaded => pb::Tier::Store,
     }
 }
 

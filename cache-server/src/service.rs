@@ -17,10 +17,10 @@ use std::time::Duration;
 use cache_core::Error;
 use cache_proto::v1 as pb;
 use futures::Stream;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::node::{CacheNode, Served};
+use crate::node::{Answer, CacheNode, ReadOptions};
 use crate::wire::{to_status, to_wire};
 
 /// A reply message is closed once it holds this many value bytes.
@@ -44,20 +44,29 @@ impl DataService {
     }
 }
 
-fn value_reply(id: u64, (entry, tier): Served) -> pb::Reply {
+fn answer_reply(id: u64, answer: Answer) -> pb::Reply {
     pb::Reply {
         id,
-        result: Some(pb::reply::Result::Value(value_msg(entry, tier))),
+        result: Some(answer_result(answer)),
     }
 }
 
-fn value_msg(entry: cache_core::Entry, tier: pb::Tier) -> pb::Value {
-    pb::Value {
-        value: entry.value,
-        version: Some(pb::Version {
-            etag: entry.version.as_str().to_owned(),
+fn answer_result(answer: Answer) -> pb::reply::Result {
+    match answer {
+        Answer::Value { entry, tier, hot } => pb::reply::Result::Value(pb::Value {
+            value: entry.value,
+            version: Some(pb::Version {
+                etag: entry.version.as_str().to_owned(),
+            }),
+            tier: tier as i32,
+            hot,
         }),
-        tier: tier as i32,
+        Answer::NotModified { version, hot } => pb::reply::Result::NotModified(pb::NotModified {
+            version: Some(pb::Version {
+                etag: version.as_str().to_owned(),
+            }),
+            hot,
+        }),
     }
 }
 
@@ -80,14 +89,21 @@ fn error_reply(id: u64, err: &Error) -> pb::Reply {
 async fn run_op(node: &CacheNode, id: u64, kind: OpKind, budget: Duration) -> pb::Reply {
     let work = async {
         match kind {
-            OpKind::Load { key, fallback } => node
-                .load(&key, fallback, budget)
+            OpKind::Load { get, hot } => node
+                .load(&get.key, read_options(&get), hot, budget)
                 .await
-                .map(|served| value_reply(id, served)),
-            OpKind::Put { key, value } => node.put(&key, value, budget).await.map(|v| pb::Reply {
-                id,
-                result: Some(pb::reply::Result::Written(written(v))),
-            }),
+                .map(|answer| answer_reply(id, answer)),
+            OpKind::Put {
+                key,
+                value,
+                if_match,
+            } => node
+                .put(&key, value, if_match.as_deref(), budget)
+                .await
+                .map(|v| pb::Reply {
+                    id,
+                    result: Some(pb::reply::Result::Written(written(v))),
+                }),
             OpKind::Delete { key } => node.delete(&key, budget).await.map(|()| pb::Reply {
                 id,
                 result: Some(pb::reply::Result::Deleted(pb::Deleted {})),
@@ -97,44 +113,48 @@ async fn run_op(node: &CacheNode, id: u64, kind: OpKind, budget: Duration) -> pb
     match tokio::time::timeout(budget + GRACE, work).await {
         Ok(Ok(reply)) => reply,
         Ok(Err(e)) => error_reply(id, &e),
-        Err(_) => error_reply(
-            id,
-            &node
-                .count_error::<()>(Err(Error::Timeout(budget)))
-                .unwrap_err(),
-        ),
+        Err(_) => error_reply(id, &node.failed(Error::Timeout(budget))),
     }
 }
 
 enum OpKind {
-    Load { key: String, fallback: bool },
-    Put { key: String, value: bytes::Bytes },
-    Delete { key: String },
+    Load {
+        get: pb::Get,
+        hot: bool,
+    },
+    Put {
+        key: String,
+        value: bytes::Bytes,
+        if_match: Option<String>,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+fn read_options(get: &pb::Get) -> ReadOptions<'_> {
+    ReadOptions {
+        fallback: get.fallback,
+        strict: get.consistency() == pb::Consistency::Strict,
+        if_none_match: Some(get.if_none_match.as_str()).filter(|v| !v.is_empty()),
+    }
 }
 
 /// What to do with one op: answer it now, or run it as a task.
 async fn triage(node: &CacheNode, op: pb::Op) -> Result<pb::Reply, (u64, OpKind)> {
     let id = op.id;
     match op.kind {
-        Some(pb::op::Kind::Get(g)) => match node.lookup(&g.key, g.fallback).await {
-            Ok(Some(hit)) => Ok(value_reply(id, hit)),
-            Ok(None) => Err((
-                id,
-                OpKind::Load {
-                    key: g.key,
-                    fallback: g.fallback,
-                },
-            )),
-            Err(e) => Ok(error_reply(
-                id,
-                &node.count_error::<()>(Err(e)).unwrap_err(),
-            )),
+        Some(pb::op::Kind::Get(get)) => match node.lookup(&get.key, read_options(&get)).await {
+            Ok((Some(answer), _)) => Ok(answer_reply(id, answer)),
+            Ok((None, hot)) => Err((id, OpKind::Load { get, hot })),
+            Err(e) => Ok(error_reply(id, &node.failed(e))),
         },
         Some(pb::op::Kind::Put(p)) => Err((
             id,
             OpKind::Put {
                 key: p.key,
                 value: p.value,
+                if_match: p.if_match,
             },
         )),
         Some(pb::op::Kind::Delete(d)) => Err((id, OpKind::Delete { key: d.key })),
@@ -191,13 +211,18 @@ impl pb::data_server::Data for DataService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Value>, Status> {
         let req = request.into_inner();
         let node = &self.node;
+        let opts = ReadOptions {
+            fallback: req.fallback,
+            ..ReadOptions::default()
+        };
         let result = async {
             node.check_app(&req.app)?;
-            node.get(&req.key, req.fallback, node.op_budget(0)).await
+            node.get(&req.key, opts, node.op_budget(0)).await
         }
         .await;
-        match result {
-            Ok((entry, tier)) => Ok(Response::new(value_msg(entry, tier))),
+        match result.map(answer_result) {
+            Ok(pb::reply::Result::Value(value)) => Ok(Response::new(value)),
+            Ok(other) => Err(Status::internal(format!("unexpected answer {other:?}"))),
             Err(e) => Err(to_status(&e)),
         }
     }
@@ -207,7 +232,7 @@ impl pb::data_server::Data for DataService {
         let node = &self.node;
         let result = async {
             node.check_app(&req.app)?;
-            node.put(&req.key, req.value, node.op_budget(0)).await
+            node.put(&req.key, req.value, None, node.op_budget(0)).await
         }
         .await;
         result
@@ -307,6 +332,49 @@ impl pb::data_server::Data for DataService {
             }
         });
         Ok(Response::new(Box::pin(coalesce(rx))))
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Invalidations, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.node
+            .check_app(&request.get_ref().app)
+            .map_err(|e| to_status(&e))?;
+        let subscription = self.node.subscribe();
+        let shutdown = self.shutdown.clone();
+        let stream = futures::stream::unfold(
+            (subscription, shutdown),
+            |(mut sub, mut shutdown)| async move {
+                let first = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => return None,
+                    next = sub.recv() => next,
+                };
+                let message = match first {
+                    Ok(first) => {
+                        let mut keys = vec![first];
+                        while keys.len() < COALESCE_REPLIES {
+                            match sub.try_recv() {
+                                Ok(next) => keys.push(next),
+                                Err(_) => break,
+                            }
+                        }
+                        pb::Invalidations { keys, reset: false }
+                    }
+                    // The subscriber fell behind and missed invalidations.
+                    Err(broadcast::error::RecvError::Lagged(_)) => pb::Invalidations {
+                        keys: Vec::new(),
+                        reset: true,
+                    },
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                Some((Ok(message), (sub, shutdown)))
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
