@@ -6,6 +6,7 @@
 //! - [`runner`]: runs a sequence through a `CacheClient` with many requests in flight and
 //!   measures hit ratios by tier, latency percentiles and throughput.
 //! - [`demo`]: `cache-bench demo`, the project's main job.
+//! - [`modes`]: the local tier's hit ratio and each consistency mode's cost.
 //! - [`ping`]: one-request-at-a-time get latency, cachelet against `redis-server`.
 //! - [`redis_server`]: a `redis-server` process on a free port, for baselines.
 //! - [`report`]: the terminal table.
@@ -14,6 +15,7 @@
 //! → counters from the client and the nodes → [`report::Table`].
 
 pub mod demo;
+pub mod modes;
 pub mod ping;
 pub mod redis_server;
 pub mod report;

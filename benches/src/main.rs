@@ -16,6 +16,8 @@ enum Command {
     Demo(cache_bench::demo::DemoArgs),
     /// One-at-a-time get latency: cachelet against redis-server, side by side.
     Ping(cache_bench::ping::PingArgs),
+    /// The local tier and the consistency modes: local-hit latency per mode, hit ratios.
+    Modes(cache_bench::modes::ModesArgs),
 }
 
 #[tokio::main]
@@ -29,5 +31,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo(args) => cache_bench::demo::run(args).await,
         Command::Ping(args) => cache_bench::ping::run(args).await,
+        Command::Modes(args) => cache_bench::modes::run(args).await,
     }
 }

@@ -1,0 +1,270 @@
+//! `cache-bench modes`: what the local tier and the consistency modes cost and save.
+//!
+//! 1. Latency, one get at a time, in alternating rounds of one run: a local hit under each
+//!    mode (`Bounded`: no network; `Strong`: a version check with the home node; `Strict`: a
+//!    version check with the blob store through the home node), a home hit (no local tier),
+//!    and a `redis-server` GET when one is on `PATH`.
+//! 2. A Zipf workload with the local tier on, under `Strong` and under `Bounded`: the local
+//!    hit ratio, and the share of reads that needed value bytes from a node.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cache_client::{CacheClient, Consistency, Tier};
+use cache_server::cluster::LocalCluster;
+use cache_server::store::open_store;
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::redis_server::RedisServer;
+use crate::report::Table;
+use crate::workload::{KeyDist, Op, Workload, key_name};
+
+/// The scenario's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModesArgs {
+    /// Keys for the latency part, each written first.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u32,
+    /// Gets per system per round in the latency part.
+    #[arg(long, default_value_t = 5000)]
+    pub gets: usize,
+    /// Rounds of the latency part.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: usize,
+    /// Keys of the Zipf workload.
+    #[arg(long, default_value_t = 20_000)]
+    pub zipf_keys: u32,
+    /// Requests of the Zipf workload, per mode.
+    #[arg(long, default_value_t = 200_000)]
+    pub zipf_ops: usize,
+    /// Local tier capacity, as a fraction of the Zipf workload's data.
+    #[arg(long, default_value_t = 0.1)]
+    pub local_fraction: f64,
+    /// The bound of the `Bounded` mode, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub bound_ms: u64,
+}
+
+const VALUE_BYTES: usize = 1024;
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid bounds")
+}
+
+fn ns(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.2}", ns as f64 / 1000.0)
+}
+
+/// Runs the scenario and prints its tables.
+///
+/// # Errors
+/// When the cluster cannot be set up or a request fails.
+pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = open_store(&format!("file://{}", dir.path().display()))?;
+    let cluster = LocalCluster::start(3, |b| {
+        b.app("modes").store(store.clone()).capacity_bytes(64 << 20)
+    })
+    .await?;
+    let value = Bytes::from(vec![b'v'; VALUE_BYTES]);
+    let base = || CacheClient::builder().app("modes").nodes(cluster.addrs());
+    let remote = base().build().await?;
+    let local = base()
+        .local_capacity_bytes(64 << 20)
+        .consistency(Consistency::Strong)
+        .build()
+        .await?;
+    for k in 0..args.keys {
+        remote.put(&key_name(k), value.clone()).await?;
+    }
+    for k in 0..args.keys {
+        local.get(&key_name(k)).await?;
+    }
+    let redis = if RedisServer::available() {
+        let server = RedisServer::start(1 << 30).await?;
+        let mut con = server.connect().await?;
+        for k in 0..args.keys {
+            redis::cmd("SET")
+                .arg(key_name(k))
+                .arg(value.as_ref())
+                .query_async::<()>(&mut con)
+                .await?;
+        }
+        Some((server, con))
+    } else {
+        println!("redis-server is not on PATH: the Redis row is left out");
+        None
+    };
+    let bounded = Consistency::Bounded(Duration::from_secs(3600));
+    let systems: [(&str, Option<Consistency>); 4] = [
+        ("local hit, Bounded", Some(bounded)),
+        ("local hit, Strong", Some(Consistency::Strong)),
+        ("local hit, Strict", Some(Consistency::Strict)),
+        ("home hit (no local tier)", None),
+    ];
+    let mut hists: Vec<Histogram<u64>> = (0..systems.len() + 1).map(|_| hist()).collect();
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut redis = redis;
+    for _ in 0..args.rounds {
+        for (i, (name, mode)) in systems.iter().enumerate() {
+            for _ in 0..args.gets {
+                let key = key_name(rng.random_range(0..args.keys));
+                let t = Instant::now();
+                let got = match mode {
+                    Some(mode) => local.get_entry_with(&key, *mode).await?,
+                    None => remote.get_entry(&key).await?,
+                };
+                hists[i].record(ns(t))?;
+                let got = got.ok_or_else(|| anyhow::anyhow!("{key} missing"))?;
+                let want = if mode.is_some() {
+                    Tier::Local
+                } else {
+                    Tier::Home
+                };
+                anyhow::ensure!(got.tier == want, "{name}: {key} served by {:?}", got.tier);
+            }
+        }
+        if let Some((_, con)) = redis.as_mut() {
+            for _ in 0..args.gets {
+                let key = key_name(rng.random_range(0..args.keys));
+                let t = Instant::now();
+                let got: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(con).await?;
+                hists[systems.len()].record(ns(t))?;
+                anyhow::ensure!(got.is_some(), "{key} missing from redis");
+            }
+        }
+    }
+    let mut table = Table::new(["one get at a time", "p50 us", "p90 us", "p99 us", "gets"]);
+    let names = systems.iter().map(|(n, _)| *n).chain(["redis-server GET"]);
+    for (name, h) in names.zip(&hists) {
+        if h.is_empty() {
+            continue;
+        }
+        table.row([
+            name,
+            &us(h.value_at_quantile(0.5)),
+            &us(h.value_at_quantile(0.9)),
+            &us(h.value_at_quantile(0.99)),
+            &h.len().to_string(),
+        ]);
+    }
+    println!(
+        "latency: {} keys of {VALUE_BYTES} B, 3 nodes over a local-file store, {} rounds of {} gets",
+        args.keys, args.rounds, args.gets
+    );
+    print!("{table}");
+    let home_p50 = hists[3].value_at_quantile(0.5) as f64;
+    for (i, (name, _)) in systems.iter().enumerate().take(3) {
+        let p50 = hists[i].value_at_quantile(0.5) as f64;
+        let vs_redis = redis
+            .as_ref()
+            .map(|_| {
+                format!(
+                    ", vs redis {:.3}",
+                    p50 / hists[4].value_at_quantile(0.5) as f64
+                )
+            })
+            .unwrap_or_default();
+        println!("p50 {name}: vs home hit {:.3}{vs_redis}", p50 / home_p50);
+    }
+    drop(redis);
+
+    // The Zipf workload with the local tier on.
+    let data = u64::from(args.zipf_keys) * VALUE_BYTES as u64;
+    let local_capacity = (data as f64 * args.local_fraction) as u64;
+    for k in 0..args.zipf_keys {
+        remote.put(&format!("z/{k}"), value.clone()).await?;
+    }
+    let workload = Workload {
+        keys: args.zipf_keys,
+        dist: KeyDist::Zipf(0.99),
+        read_ratio: 0.95,
+        ops: args.zipf_ops,
+        seed: 9,
+    };
+    let ops = Arc::new(workload.generate());
+    let mut table = Table::new([
+        "Zipf 0.99, 95% reads",
+        "local hit ratio",
+        "reads with value bytes",
+        "p50 us",
+        "ops/s",
+    ]);
+    for (name, mode) in [
+        ("Strong".to_owned(), Consistency::Strong),
+        (
+            format!("Bounded({} ms)", args.bound_ms),
+            Consistency::Bounded(Duration::from_millis(args.bound_ms)),
+        ),
+    ] {
+        let client = base()
+            .local_capacity_bytes(local_capacity)
+            .consistency(mode)
+            .build()
+            .await?;
+        let (h, elapsed) = zipf(&client, &ops, &value).await?;
+        let s = client.client_stats();
+        let reads = s.hits_local + s.hits_home + s.hits_handoff + s.reads_store;
+        table.row([
+            &name,
+            &format!("{:.3}", s.hits_local as f64 / reads.max(1) as f64),
+            &format!("{:.3}", s.value_replies as f64 / reads.max(1) as f64),
+            &us(h.value_at_quantile(0.5)),
+            &format!("{:.0}", ops.len() as f64 / elapsed.as_secs_f64()),
+        ]);
+    }
+    println!(
+        "workload: {} keys of {VALUE_BYTES} B, {} requests, 16 in flight, local tier {:.0}% of the data",
+        args.zipf_keys,
+        ops.len(),
+        100.0 * args.local_fraction
+    );
+    print!("{table}");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// Runs `ops` with 16 in flight; puts write `value`. Returns the latencies and elapsed time.
+async fn zipf(
+    client: &CacheClient,
+    ops: &Arc<Vec<Op>>,
+    value: &Bytes,
+) -> anyhow::Result<(Histogram<u64>, Duration)> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..16).map(|_| {
+        let (client, ops, next, value) = (client.clone(), ops.clone(), next.clone(), value.clone());
+        tokio::spawn(async move {
+            let mut h = hist();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(op) = ops.get(i) else { break };
+                let t = Instant::now();
+                match *op {
+                    Op::Get(k) => {
+                        client.get(&format!("z/{k}")).await?;
+                    }
+                    Op::Put(k) => {
+                        client.put(&format!("z/{k}"), value.clone()).await?;
+                    }
+                }
+                h.record(ns(t))?;
+            }
+            anyhow::Ok(h)
+        })
+    });
+    let mut total = hist();
+    for part in futures::future::join_all(workers).await {
+        total.add(part??)?;
+    }
+    Ok((total, started.elapsed()))
+}

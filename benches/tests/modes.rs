@@ -1,0 +1,19 @@
+//! The `modes` command on small settings. It checks the tier of every latency sample, so a
+//! local hit that went to the network fails it.
+
+use cache_bench::modes::{self, ModesArgs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modes_runs_and_serves_local_hits_locally() {
+    modes::run(ModesArgs {
+        keys: 50,
+        gets: 50,
+        rounds: 1,
+        zipf_keys: 500,
+        zipf_ops: 3000,
+        local_fraction: 0.1,
+        bound_ms: 50,
+    })
+    .await
+    .unwrap();
+}
