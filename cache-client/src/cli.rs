@@ -50,8 +50,28 @@ pub enum Command {
     },
     /// Print each node's counters, one JSON object per line, then the client's.
     Stats,
-    /// Print the member list and its epoch.
-    Members,
+    /// Print the member list and its epoch, or set a new one.
+    Members {
+        /// `set ADDR,ADDR,...` to change the members.
+        #[command(subcommand)]
+        action: Option<MembersAction>,
+    },
+    /// Print the scaling advice: how many nodes the cache should have, and why.
+    Advice,
+}
+
+/// `cachectl members` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum MembersAction {
+    /// Set the member list, as a platform does on a scale event.
+    Set {
+        /// Every member's address, as host:port,host:port,...
+        #[arg(value_delimiter = ',', required = true)]
+        members: Vec<String>,
+        /// The new epoch (default: one more than the highest known).
+        #[arg(long)]
+        epoch: Option<u64>,
+    },
 }
 
 /// The exit code for an error.
@@ -106,9 +126,31 @@ async fn execute(args: Args, out: &mut dyn Write) -> Result<(), Error> {
                 writeln!(out, "{}", json(node)?).map_err(io)?;
             }
         }
-        Command::Members => {
+        Command::Members { action: None } => {
             let m = client.members().await?;
             let view = serde_json::json!({ "epoch": m.epoch, "members": m.members });
+            writeln!(out, "{view}").map_err(io)?;
+        }
+        Command::Members {
+            action: Some(MembersAction::Set { members, epoch }),
+        } => {
+            let epoch = client.set_members(epoch, members.clone()).await?;
+            let view = serde_json::json!({ "epoch": epoch, "members": members });
+            writeln!(out, "{view}").map_err(io)?;
+        }
+        Command::Advice => {
+            let a = client.advice().await?;
+            let view = serde_json::json!({
+                "current_nodes": a.current_nodes,
+                "desired_nodes": a.desired_nodes,
+                "reason": a.reason,
+                "bytes_used": a.bytes_used,
+                "capacity_bytes": a.capacity_bytes,
+                "ghost_hit_ratio": a.ghost_hit_ratio,
+                "requests_per_s": a.requests_per_s,
+                "bytes_served_per_s": a.bytes_served_per_s,
+                "mean_object_bytes": a.mean_object_bytes,
+            });
             writeln!(out, "{view}").map_err(io)?;
         }
     }

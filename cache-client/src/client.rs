@@ -1,13 +1,13 @@
 //! [`CacheClient`]: routes each key to its home node and falls back when a node is down.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cache_core::clock::{Clock, SystemClock};
-use cache_core::{Membership, validate_key};
+use cache_core::{Membership, SharedMembership, validate_key};
 use cache_proto::v1 as pb;
 use serde::Serialize;
 use tracing::Instrument;
@@ -295,38 +295,32 @@ impl CacheClientBuilder {
                 ))
             })
             .collect::<Result<HashMap<_, _>>>()?;
-        let membership = Arc::new(membership);
         let local = (self.local_capacity_bytes > 0)
             .then(|| LocalTier::new(self.local_capacity_bytes, self.local_admission, self.clock));
-        let invalidations = Arc::new(AtomicU64::new(0));
-        let mut watchers = Vec::new();
-        if let (Some(tier), true) = (&local, self.invalidations) {
-            for (addr, conn) in &conns {
-                watchers.push(tokio::spawn(watch_node(
-                    tier.clone(),
-                    conn.channel(),
-                    app.clone(),
-                    Arc::clone(&membership),
-                    addr.clone(),
-                    Arc::clone(&invalidations),
-                    (self.min_backoff, self.max_backoff),
-                )));
-            }
-        }
-        Ok(CacheClient {
+        let client = CacheClient {
             inner: Arc::new(Inner {
                 app,
-                membership,
-                conns,
+                shared: SharedMembership::new(membership.clone()),
+                view: RwLock::new(Arc::new(View {
+                    membership: Arc::new(membership),
+                    conns,
+                })),
+                config: Arc::clone(&config),
                 timeout: self.timeout,
                 consistency: self.consistency,
+                watch: self.invalidations && local.is_some(),
                 local,
                 counters: Counters::default(),
                 ops_sent: Arc::clone(&config.ops_sent),
-                invalidations,
-                watchers,
+                invalidations: Arc::default(),
+                watchers: Mutex::default(),
             }),
-        })
+        };
+        client.start_watchers();
+        // Learn the nodes' epoch (and any members the list given here lacks). Unreachable
+        // nodes are no error here: calls will report them.
+        let _ = tokio::time::timeout(self.connect_timeout, client.refresh_members()).await;
+        Ok(client)
     }
 }
 
@@ -357,30 +351,50 @@ pub struct CacheClient {
 
 struct Inner {
     app: String,
-    membership: Arc<Membership>,
-    conns: HashMap<String, Arc<NodeConn>>,
+    /// The member list, shared with the invalidation watchers.
+    shared: SharedMembership,
+    view: RwLock<Arc<View>>,
+    config: Arc<ConnConfig>,
     timeout: Duration,
     consistency: Consistency,
     local: Option<LocalTier>,
+    watch: bool,
     counters: Counters,
     ops_sent: Arc<AtomicU64>,
     invalidations: Arc<AtomicU64>,
-    watchers: Vec<tokio::task::JoinHandle<()>>,
+    watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+}
+
+/// The member list a client routes by, and a connection to each member.
+struct View {
+    membership: Arc<Membership>,
+    conns: HashMap<String, Arc<NodeConn>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for watcher in &self.watchers {
+        for watcher in self
+            .watchers
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             watcher.abort();
         }
     }
+}
+
+/// What to do after a node said it does not own a key.
+enum Reroute {
+    Retry,
+    GiveUp,
 }
 
 impl std::fmt::Debug for CacheClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheClient")
             .field("app", &self.inner.app)
-            .field("nodes", &self.inner.membership.members())
+            .field("nodes", &self.view().membership.members())
             .finish()
     }
 }
@@ -397,8 +411,183 @@ impl CacheClient {
     }
 
     /// The key's home node.
-    pub fn home_of(&self, key: &str) -> &str {
-        self.inner.membership.owner(key)
+    pub fn home_of(&self, key: &str) -> String {
+        self.view().membership.owner(key).to_owned()
+    }
+
+    /// The member list this client routes by.
+    pub fn membership(&self) -> Arc<Membership> {
+        Arc::clone(&self.view().membership)
+    }
+
+    fn view(&self) -> Arc<View> {
+        Arc::clone(&self.inner.view.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Routes by `members` at `epoch` if that is newer than what the client has. Returns
+    /// whether it did.
+    fn adopt(&self, epoch: u64, members: Vec<String>) -> bool {
+        let Ok(next) = Membership::new(epoch, members) else {
+            return false;
+        };
+        {
+            let mut view = self.inner.view.write().unwrap_or_else(|e| e.into_inner());
+            if next.epoch() <= view.membership.epoch() {
+                return false;
+            }
+            let mut conns = HashMap::new();
+            for addr in next.members() {
+                let conn = match view.conns.get(addr) {
+                    Some(conn) => Arc::clone(conn),
+                    None => match NodeConn::new(addr, Arc::clone(&self.inner.config)) {
+                        Ok(conn) => Arc::new(conn),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ignoring a member list with a bad address");
+                            return false;
+                        }
+                    },
+                };
+                conns.insert(addr.clone(), conn);
+            }
+            tracing::debug!(epoch, members = ?next.members(), "client adopted a member list");
+            self.inner.shared.replace_if_newer(next.clone());
+            *view = Arc::new(View {
+                membership: Arc::new(next),
+                conns,
+            });
+        }
+        self.start_watchers();
+        true
+    }
+
+    /// Asks the members, one after another, for their member list and adopts a newer one.
+    /// Returns whether the client's list changed.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when no member answers.
+    pub async fn refresh_members(&self) -> Result<bool> {
+        let reply = self.members().await?;
+        Ok(self.adopt(reply.epoch, reply.members))
+    }
+
+    /// Starts an invalidation watcher for every member that has none, and stops those of
+    /// nodes that are no longer members.
+    fn start_watchers(&self) {
+        let (Some(tier), true) = (&self.inner.local, self.inner.watch) else {
+            return;
+        };
+        let view = self.view();
+        let mut watchers = self
+            .inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        watchers.retain(|addr, task| {
+            let keep = view.conns.contains_key(addr);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (addr, conn) in &view.conns {
+            watchers.entry(addr.clone()).or_insert_with(|| {
+                tokio::spawn(watch_node(
+                    tier.clone(),
+                    conn.channel(),
+                    self.inner.app.clone(),
+                    self.inner.shared.clone(),
+                    addr.clone(),
+                    Arc::clone(&self.inner.invalidations),
+                    (self.inner.config.min_backoff, self.inner.config.max_backoff),
+                ))
+            });
+        }
+    }
+
+    /// After `from` answered that it does not own a key at `epoch`: adopt its newer list, or
+    /// give it ours when it is behind, or ask the members again.
+    async fn reroute(&self, from: &str, epoch: u64, members: Vec<String>) -> Reroute {
+        let ours = self.membership();
+        if epoch > ours.epoch() {
+            self.adopt(epoch, members);
+            return Reroute::Retry;
+        }
+        if epoch < ours.epoch() {
+            // The node has not heard of the change yet: tell it.
+            let request = pb::SetMembersRequest {
+                epoch: ours.epoch(),
+                members: ours.members().to_vec(),
+                relay: true,
+            };
+            if let Some(conn) = self.view().conns.get(from) {
+                let mut admin = pb::admin_client::AdminClient::new(conn.channel());
+                let _ = tokio::time::timeout(self.inner.timeout, admin.set_members(request)).await;
+            }
+            return Reroute::Retry;
+        }
+        match self.refresh_members().await {
+            Ok(true) => Reroute::Retry,
+            _ => Reroute::GiveUp,
+        }
+    }
+
+    /// Sets the cache's member list, as a platform does on a scale event: the node that
+    /// receives it passes it to the others. `epoch` defaults to one more than the highest
+    /// epoch known. Returns the epoch set.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty list, [`Error::Unavailable`] when no node answers.
+    pub async fn set_members(&self, epoch: Option<u64>, members: Vec<String>) -> Result<u64> {
+        let known = self.members().await.map(|m| m.epoch).unwrap_or(0);
+        let epoch = epoch.unwrap_or(known.max(self.membership().epoch()) + 1);
+        let next = Membership::new(epoch, members).map_err(|e| Error::Config(e.to_string()))?;
+        let request = pb::SetMembersRequest {
+            epoch,
+            members: next.members().to_vec(),
+            relay: false,
+        };
+        let mut last = Error::Unavailable("no node answered".into());
+        let targets: Vec<String> = next
+            .members()
+            .iter()
+            .chain(self.membership().members())
+            .cloned()
+            .collect();
+        for addr in targets {
+            let channel = match self.view().conns.get(&addr) {
+                Some(conn) => conn.channel(),
+                None => NodeConn::new(&addr, Arc::clone(&self.inner.config))?.channel(),
+            };
+            let mut admin = pb::admin_client::AdminClient::new(channel);
+            match tokio::time::timeout(self.inner.timeout, admin.set_members(request.clone())).await
+            {
+                Ok(Ok(reply)) => {
+                    self.adopt(epoch, next.members().to_vec());
+                    return Ok(reply.into_inner().epoch);
+                }
+                Ok(Err(status)) => last = Error::from_status(&status),
+                Err(_) => last = Error::Timeout(self.inner.timeout),
+            }
+        }
+        Err(last)
+    }
+
+    /// Scaling advice from the first node that answers.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when no node answers.
+    pub async fn advice(&self) -> Result<pb::AdviceReply> {
+        let mut last = Error::Unavailable("no node answered".into());
+        for conn in self.view().conns.values() {
+            let mut admin = pb::admin_client::AdminClient::new(conn.channel());
+            match tokio::time::timeout(self.inner.timeout, admin.advice(pb::AdviceRequest {})).await
+            {
+                Ok(Ok(reply)) => return Ok(reply.into_inner()),
+                Ok(Err(status)) => last = Error::from_status(&status),
+                Err(_) => last = Error::Timeout(self.inner.timeout),
+            }
+        }
+        Err(last)
     }
 
     /// Reads a blob: `None` when it does not exist in the store.
@@ -646,7 +835,9 @@ impl CacheClient {
 
     /// Sends an op to the key's home node. For reads (`fallback_ok`), a home node that is down
     /// or unreachable is skipped, and the next node of the ring serves the read from the store
-    /// without caching it. Returns the result and whether a fallback node served it.
+    /// without caching it. A node that no longer owns the key says so with its member list;
+    /// the client then routes by the newer list and tries again. Returns the result and
+    /// whether a fallback node served it.
     async fn route<F>(
         &self,
         key: &str,
@@ -657,17 +848,57 @@ impl CacheClient {
         F: Fn(bool) -> pb::op::Kind,
     {
         let deadline = tokio::time::Instant::now() + self.inner.timeout;
-        let membership = &self.inner.membership;
+        let mut refreshed = false;
+        for _attempt in 0..4 {
+            match self.try_route(key, fallback_ok, &op, deadline).await {
+                Ok((addr, pb::reply::Result::Error(e), fallback))
+                    if e.code() == pb::ErrorCode::WrongOwner =>
+                {
+                    match self.reroute(&addr, e.epoch, e.members.clone()).await {
+                        Reroute::Retry => continue,
+                        Reroute::GiveUp => return Ok((pb::reply::Result::Error(e), fallback)),
+                    }
+                }
+                Ok((_, result, fallback)) => return Ok((result, fallback)),
+                // Every candidate is unreachable: the members may have changed without us.
+                Err(Error::Unavailable(why)) if !refreshed => {
+                    refreshed = true;
+                    if !matches!(self.refresh_members().await, Ok(true)) {
+                        return Err(Error::Unavailable(why));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "the owner of {key:?} kept changing; try again"
+        )))
+    }
+
+    async fn try_route<F>(
+        &self,
+        key: &str,
+        fallback_ok: bool,
+        op: &F,
+        deadline: tokio::time::Instant,
+    ) -> Result<(String, pb::reply::Result, bool)>
+    where
+        F: Fn(bool) -> pb::op::Kind,
+    {
+        let view = self.view();
+        let membership = &view.membership;
         let mut last = None;
         let candidates: Vec<&str> = if fallback_ok {
             membership.candidates(key).collect()
         } else {
             vec![membership.owner(key)]
         };
+        // Every member has a connection: both come from one list.
+        let conn = |addr: &str| Arc::clone(&view.conns[addr]);
         // Skip nodes believed down, unless every candidate is: then try them all anyway.
-        let all_down = candidates.iter().all(|a| self.conn(a).is_down());
+        let all_down = candidates.iter().all(|a| conn(a).is_down());
         for (i, addr) in candidates.iter().enumerate() {
-            let conn = self.conn(addr);
+            let conn = conn(addr);
             if conn.is_down() && !all_down {
                 continue;
             }
@@ -680,7 +911,7 @@ impl CacheClient {
                 Ok(pb::Reply {
                     result: Some(result),
                     ..
-                }) => return Ok((result, fallback)),
+                }) => return Ok(((*addr).to_owned(), result, fallback)),
                 Ok(_) => return Err(Error::Internal("a reply without a result".into())),
                 Err(Error::Unavailable(why)) => {
                     conn.mark_down();
@@ -691,11 +922,6 @@ impl CacheClient {
             }
         }
         Err(last.unwrap_or_else(|| Error::Unavailable("no node could be reached".into())))
-    }
-
-    fn conn(&self, addr: &str) -> &NodeConn {
-        // Every member has a connection: both come from the same list at build time.
-        &self.inner.conns[addr]
     }
 
     fn count<T>(&self, result: Result<T>) -> Result<T> {
@@ -734,9 +960,11 @@ impl CacheClient {
     /// [`Error::Unavailable`] when no node answers.
     pub async fn stats(&self) -> Result<Stats> {
         let timeout = self.inner.timeout;
-        let nodes = futures::future::join_all(self.inner.membership.members().iter().map(
-            |addr| async move {
-                let mut admin = pb::admin_client::AdminClient::new(self.conn(addr).channel());
+        let view = self.view();
+        let nodes = futures::future::join_all(view.membership.members().iter().map(|addr| {
+            let view = &view;
+            async move {
+                let mut admin = pb::admin_client::AdminClient::new(view.conns[addr].channel());
                 let answer = tokio::time::timeout(timeout, admin.stats(pb::StatsRequest {})).await;
                 match answer {
                     Ok(Ok(r)) => NodeReport {
@@ -755,8 +983,8 @@ impl CacheClient {
                         error: Some(Error::Timeout(timeout).to_string()),
                     },
                 }
-            },
-        ))
+            }
+        }))
         .await;
         if nodes.iter().all(|n| n.stats.is_none()) {
             return Err(Error::Unavailable("no node answered".into()));
@@ -773,8 +1001,9 @@ impl CacheClient {
     /// [`Error::Unavailable`] when no node answers.
     pub async fn members(&self) -> Result<pb::MembersReply> {
         let mut last = Error::Unavailable("no node answered".into());
-        for addr in self.inner.membership.members() {
-            let mut admin = pb::admin_client::AdminClient::new(self.conn(addr).channel());
+        let view = self.view();
+        for addr in view.membership.members() {
+            let mut admin = pb::admin_client::AdminClient::new(view.conns[addr].channel());
             match tokio::time::timeout(self.inner.timeout, admin.members(pb::MembersRequest {}))
                 .await
             {

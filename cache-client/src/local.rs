@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache_core::Membership;
 use cache_core::clock::Clock;
+use cache_core::{Membership, SharedMembership};
 use cache_proto::v1 as pb;
 use moka::sync::Cache;
 use tonic::transport::Channel;
@@ -143,7 +143,7 @@ pub(crate) async fn watch_node(
     tier: LocalTier,
     channel: Channel,
     app: String,
-    membership: Arc<Membership>,
+    membership: SharedMembership,
     home: String,
     received: Arc<AtomicU64>,
     (min_backoff, max_backoff): (Duration, Duration),
@@ -156,7 +156,7 @@ pub(crate) async fn watch_node(
             let mut stream = response.into_inner();
             while let Ok(Some(message)) = stream.message().await {
                 if message.reset {
-                    tier.drop_homed(&membership, &home);
+                    tier.drop_homed(&membership.load(), &home);
                 }
                 received.fetch_add(message.keys.len() as u64, Ordering::Relaxed);
                 for inv in message.keys {
@@ -164,7 +164,7 @@ pub(crate) async fn watch_node(
                 }
             }
         }
-        tier.drop_homed(&membership, &home);
+        tier.drop_homed(&membership.load(), &home);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(max_backoff);
     }

@@ -78,6 +78,8 @@ pub struct EntryStats {
     pub inserts: u64,
     /// Entries evicted to keep within capacity.
     pub evictions: u64,
+    /// Misses on keys evicted lately: reads that more capacity would have served.
+    pub ghost_hits: u64,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +88,7 @@ struct Counters {
     misses: AtomicU64,
     inserts: AtomicU64,
     evictions: AtomicU64,
+    ghost_hits: AtomicU64,
 }
 
 /// Why a load did not produce an entry to cache. Internal: the load's own result travels
@@ -105,6 +108,8 @@ pub struct EntryStore {
 
 struct Inner {
     cache: Cache<Arc<str>, Entry>,
+    // Hashes of keys evicted lately (a "ghost list"), bounded in entries.
+    ghosts: moka::sync::Cache<u64, ()>,
     capacity: u64,
     counters: Arc<Counters>,
     // Each stripe's write generation, guarded by the lock that serialises its writes.
@@ -130,12 +135,16 @@ impl EntryStore {
     pub fn new(capacity_bytes: u64) -> Self {
         let counters = Arc::new(Counters::default());
         let on_evict = Arc::clone(&counters);
+        // Remember about as many evicted keys as fit in the cache at 1 KiB each.
+        let ghosts = moka::sync::Cache::new((capacity_bytes / 1024).clamp(1024, 1 << 20));
+        let ghost_list = ghosts.clone();
         let cache = Cache::builder()
             .max_capacity(capacity_bytes)
             .weigher(|k: &Arc<str>, e: &Entry| entry_weight(k, e))
-            .eviction_listener(move |_k, _v, cause| {
+            .eviction_listener(move |k: Arc<Arc<str>>, _v, cause| {
                 if cause == RemovalCause::Size {
                     on_evict.evictions.fetch_add(1, Ordering::Relaxed);
+                    ghost_list.insert(key_hash(&k), ());
                 }
             })
             .build();
@@ -143,6 +152,7 @@ impl EntryStore {
         Self {
             inner: Arc::new(Inner {
                 cache,
+                ghosts,
                 capacity: capacity_bytes,
                 counters,
                 stripes,
@@ -157,12 +167,15 @@ impl EntryStore {
     /// The cached entry for `key`, counting a hit or a miss.
     pub async fn get(&self, key: &str) -> Option<Entry> {
         let found = self.inner.cache.get(key).await;
-        let counter = if found.is_some() {
-            &self.inner.counters.hits
+        let c = &self.inner.counters;
+        if found.is_some() {
+            c.hits.fetch_add(1, Ordering::Relaxed);
         } else {
-            &self.inner.counters.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            c.misses.fetch_add(1, Ordering::Relaxed);
+            if self.inner.ghosts.contains_key(&key_hash(key)) {
+                c.ghost_hits.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         found
     }
 
@@ -264,6 +277,39 @@ impl EntryStore {
         self.load(key, load).await
     }
 
+    /// Caches `entry` for `key` unless `refuse()`, asked under the key's write lock, says not
+    /// to. Used for entries handed over from another node: the receiver refuses keys it wrote
+    /// since the change, whose cached versions are newer. Returns whether it cached the entry.
+    pub async fn insert_unless<F>(&self, key: &str, entry: Entry, refuse: F) -> bool
+    where
+        F: FnOnce() -> bool,
+    {
+        let mut generation = self.stripe(key).lock().await;
+        if refuse() {
+            return false;
+        }
+        *generation += 1;
+        self.inner.cache.insert(Arc::from(key), entry).await;
+        self.inner.counters.inserts.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Waits until every write that holds a key's write lock now has finished.
+    pub async fn barrier(&self) {
+        for stripe in self.inner.stripes.iter() {
+            drop(stripe.lock().await);
+        }
+    }
+
+    /// Every cached key with its entry (a point-in-time copy; values are shared, not copied).
+    pub fn snapshot(&self) -> Vec<(Arc<str>, Entry)> {
+        self.inner
+            .cache
+            .iter()
+            .map(|(k, v)| (Arc::clone(&*k), v))
+            .collect()
+    }
+
     /// Removes `key` from the cache only (the store is not touched).
     pub async fn invalidate(&self, key: &str) {
         let mut generation = self.stripe(key).lock().await;
@@ -287,6 +333,7 @@ impl EntryStore {
             misses: c.misses.load(Ordering::Relaxed),
             inserts: c.inserts.load(Ordering::Relaxed),
             evictions: c.evictions.load(Ordering::Relaxed),
+            ghost_hits: c.ghost_hits.load(Ordering::Relaxed),
         }
     }
 }
@@ -404,6 +451,45 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.peek("k").await, None);
+    }
+
+    #[tokio::test]
+    async fn evicted_keys_that_come_back_count_as_ghost_hits() {
+        let store = EntryStore::new(64 * 1024);
+        let value = Bytes::from(vec![1u8; 1000]);
+        for i in 0..500 {
+            let key = format!("k{i}");
+            store
+                .write_through(&key, || async {
+                    Ok(Some(Entry::new(value.clone(), Version::new("1"))))
+                })
+                .await
+                .unwrap();
+        }
+        store.sync().await;
+        let mut evicted = None;
+        for i in 0..500 {
+            let key = format!("k{i}");
+            if store.peek(&key).await.is_none() {
+                evicted = Some(key);
+                break;
+            }
+        }
+        let evicted = evicted.expect("something was evicted");
+        assert_eq!(store.get(&evicted).await, None);
+        assert_eq!(store.get("never-seen").await, None);
+        assert_eq!(store.stats().ghost_hits, 1);
+    }
+
+    #[tokio::test]
+    async fn insert_unless_respects_refusal() {
+        let store = EntryStore::new(1 << 20);
+        assert!(store.insert_unless("a", entry("v", "1"), || false).await);
+        assert!(!store.insert_unless("b", entry("v", "1"), || true).await);
+        assert_eq!(store.peek("a").await.unwrap().version.as_str(), "1");
+        assert_eq!(store.peek("b").await, None);
+        store.barrier().await;
+        assert_eq!(store.snapshot().len(), 1);
     }
 
     #[tokio::test]

@@ -9,6 +9,8 @@
 //! - [`entries`]: the [`EntryStore`] on `moka`, with read-through and write-through
 //!   primitives that keep the cache from holding content the store no longer has.
 //! - [`hot`]: a count-min [`hot::FrequencySketch`] that marks keys read often, in O(1).
+//! - [`advisor`]: the scaling [`advisor::Advisor`], a pure function of observed figures.
+//! - [`prewarm`]: hot-key manifests and the plan for loading them after scale-to-zero.
 //! - [`clock`]: injectable time ([`clock::Clock`], [`clock::ManualClock`]).
 //! - [`history`]: a checker for read/write histories, used by the consistency tests.
 //! - [`error`]: the crate's [`Error`].
@@ -17,12 +19,14 @@
 //! [`EntryStore::get_or_load`] (hit, or one store read for all concurrent misses) or
 //! [`EntryStore::write_through`] (store first, then cache, in store order).
 
+pub mod advisor;
 pub mod clock;
 pub mod entries;
 pub mod error;
 pub mod history;
 pub mod hot;
 pub mod limits;
+pub mod prewarm;
 pub mod ring;
 pub mod version;
 

@@ -186,6 +186,47 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
+        /// After any change of members, every key's owner is the new ring's owner (a member),
+        /// and keys move only to or from the nodes that changed.
+        #[test]
+        fn ownership_follows_any_member_change(
+            before in proptest::collection::btree_set(0u8..24, 1..12),
+            after in proptest::collection::btree_set(0u8..24, 1..12),
+        ) {
+            let name = |i: &u8| format!("10.1.0.{i}:7070");
+            let old = Membership::new(1, before.iter().map(name)).unwrap();
+            let new = Membership::new(2, after.iter().map(name)).unwrap();
+            for k in 0..2000 {
+                let key = format!("key/{k}");
+                let (was, is) = (old.owner(&key), new.owner(&key));
+                prop_assert!(new.contains(is));
+                if was != is {
+                    // A key moves only off a removed node or onto an added one.
+                    prop_assert!(!new.contains(was) || !old.contains(is), "{key}: {was} -> {is}");
+                }
+            }
+        }
+
+        /// Adding one node to N moves about 1/(N+1) of the keys: within 1.25x either way.
+        #[test]
+        fn scale_out_moves_about_one_share(n in 1usize..=16, salt in any::<u32>()) {
+            let old = Membership::new(1, nodes(n)).unwrap();
+            let new = Membership::new(2, nodes(n + 1)).unwrap();
+            let keys = 40_000;
+            let moved = (0..keys)
+                .filter(|k| {
+                    let key = format!("{salt:x}/{k}");
+                    old.owner(&key) != new.owner(&key)
+                })
+                .count();
+            let fraction = moved as f64 / keys as f64;
+            let ideal = 1.0 / (n + 1) as f64;
+            prop_assert!(
+                fraction <= 1.25 * ideal && fraction >= ideal / 1.25,
+                "{} -> {}: moved {:.4}, ideal {:.4}", n, n + 1, fraction, ideal
+            );
+        }
+
         /// Every key has exactly one owner, a member, and keys spread within ±20% of even.
         #[test]
         fn ring_balance(n in 3usize..=16, salt in any::<u64>()) {

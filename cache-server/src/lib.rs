@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - [`node`]: [`CacheNode`] and its builder; the get, put and delete logic and counters.
+//! - `scale`: scale events: adopting member lists (relayed, and pulled by gossip), handing
+//!   entries to new owners, draining, pre-warm manifests, scaling advice.
 //! - [`service`]: the tonic `Data` and `Admin` services, and the `Pipe` stream's tasks.
 //! - [`serve`](mod@serve): [`CacheNode::serve`] on a bound listener with a shutdown future.
 //! - [`wire`]: request errors as gRPC statuses with a machine-readable detail.
@@ -41,6 +43,7 @@ pub mod cluster;
 pub mod error;
 pub mod metrics;
 pub mod node;
+mod scale;
 pub mod serve;
 pub mod service;
 pub mod store;

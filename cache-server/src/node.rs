@@ -66,6 +66,7 @@ pub struct CacheNodeBuilder {
     max_inflight_per_stream: usize,
     max_batch_ops: usize,
     hot_threshold: u32,
+    scale: crate::scale::ScaleConfig,
 }
 
 impl Default for CacheNodeBuilder {
@@ -83,6 +84,7 @@ impl Default for CacheNodeBuilder {
             max_inflight_per_stream: 1024,
             max_batch_ops: 4096,
             hot_threshold: DEFAULT_HOT_THRESHOLD,
+            scale: crate::scale::ScaleConfig::default(),
         }
     }
 }
@@ -170,6 +172,60 @@ impl CacheNodeBuilder {
         self
     }
 
+    /// Whether a node hands its entries to their new owners when the member list changes.
+    /// Turning it off gives groupcache's behaviour: keys that move become misses.
+    /// Default: true.
+    pub fn handoff(mut self, on: bool) -> Self {
+        self.scale.handoff = on;
+        self
+    }
+
+    /// How long after a change of members a new owner asks a key's previous owner before the
+    /// store, and accepts handed-off entries. Default: 30 s.
+    pub fn handoff_window(mut self, window: Duration) -> Self {
+        self.scale.handoff_window = window;
+        self
+    }
+
+    /// How often the node asks a random peer for its member list, adopting a newer one.
+    /// Default: 1 s.
+    pub fn gossip_interval(mut self, interval: Duration) -> Self {
+        self.scale.gossip_interval = interval;
+        self
+    }
+
+    /// Whether the node writes hot-key manifests and loads them on start. Default: true.
+    pub fn prewarm(mut self, on: bool) -> Self {
+        self.scale.prewarm = on;
+        self
+    }
+
+    /// The share of capacity that pre-warming may fill on start. Default: 0.5.
+    pub fn prewarm_fraction(mut self, fraction: f64) -> Self {
+        self.scale.prewarm_fraction = fraction.clamp(0.0, 1.0);
+        self
+    }
+
+    /// How often the node writes its hot-key manifest (also written on graceful shutdown).
+    /// Default: 60 s.
+    pub fn manifest_interval(mut self, interval: Duration) -> Self {
+        self.scale.manifest_interval = interval;
+        self
+    }
+
+    /// The longest a node that is no longer a member spends handing its entries over when
+    /// it shuts down. Default: 30 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.scale.drain_timeout = timeout;
+        self
+    }
+
+    /// The scaling advisor's thresholds. Default: [`cache_core::advisor::Thresholds::default`].
+    pub fn advisor(mut self, thresholds: cache_core::advisor::Thresholds) -> Self {
+        self.scale.advisor = thresholds;
+        self
+    }
+
     /// Builds the node.
     ///
     /// # Errors
@@ -205,6 +261,7 @@ impl CacheNodeBuilder {
                 counters: Counters::default(),
                 shutting_down: AtomicBool::new(false),
                 sketch: FrequencySketch::new(SKETCH_WIDTH),
+                scale: crate::scale::ScaleState::new(self.scale),
                 hot_threshold: self.hot_threshold,
                 invalidations: broadcast::channel(INVALIDATION_BACKLOG).0,
             }),
@@ -246,16 +303,16 @@ struct Counters {
 /// clone; clones share the node.
 #[derive(Debug, Clone)]
 pub struct CacheNode {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    app: String,
-    store: Arc<dyn ObjectStore>,
-    entries: EntryStore,
+pub(crate) struct Inner {
+    pub(crate) app: String,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) entries: EntryStore,
     limits: Limits,
-    membership: SharedMembership,
+    pub(crate) membership: SharedMembership,
     self_addr: OnceLock<String>,
     store_timeout: Duration,
     op_timeout: Duration,
@@ -263,7 +320,8 @@ struct Inner {
     max_batch_ops: usize,
     counters: Counters,
     shutting_down: AtomicBool,
-    sketch: FrequencySketch,
+    pub(crate) sketch: FrequencySketch,
+    pub(crate) scale: crate::scale::ScaleState,
     hot_threshold: u32,
     invalidations: broadcast::Sender<pb::Invalidation>,
 }
@@ -378,7 +436,7 @@ impl CacheNode {
         }
     }
 
-    fn check_owner(&self, key: &str) -> Result<(), Error> {
+    pub(crate) fn check_owner(&self, key: &str) -> Result<(), Error> {
         let membership = self.inner.membership.load();
         match self.inner.self_addr.get() {
             Some(me) if membership.owner(key) == me => Ok(()),
@@ -439,12 +497,26 @@ impl CacheNode {
         if opts.strict {
             return self.load_strict(key, opts, hot, budget).await;
         }
+        let from_peer = AtomicBool::new(false);
         let (entry, how) = self
             .inner
             .entries
-            .load(key, || self.read_store(key, budget))
+            .load(key, || async {
+                // During a handoff, the key's previous owner may still hold it.
+                if let Some(entry) = self.peek_previous_owner(key).await {
+                    from_peer.store(true, Ordering::Relaxed);
+                    return Ok(entry);
+                }
+                self.read_store(key, budget).await
+            })
             .await?;
-        Ok(self.answer(entry, tier_of(how), hot, opts.if_none_match))
+        let tier = if how == Lookup::Loaded && from_peer.load(Ordering::Relaxed) {
+            self.inner.scale.count_handoff_hit();
+            pb::Tier::Handoff
+        } else {
+            tier_of(how)
+        };
+        Ok(self.answer(entry, tier, hot, opts.if_none_match))
     }
 
     async fn load_strict(
@@ -594,6 +666,9 @@ impl CacheNode {
                     .inner
                     .entries
                     .write_through(key, || async {
+                        // Again under the key's write lock: a change of members may have
+                        // moved the key since the check above.
+                        self.check_owner(key)?;
                         if let Some(expected) = if_match {
                             // Under the key's write lock, so racing conditional puts through
                             // the cache have exactly one winner.
@@ -610,6 +685,7 @@ impl CacheNode {
                             }
                         }
                         let version = self.write_store(key, value.clone(), budget).await?;
+                        self.inner.scale.mark_written(key);
                         Ok(Some(Entry::new(value.clone(), version)))
                     })
                     .await?;
@@ -640,7 +716,9 @@ impl CacheNode {
                 self.inner
                     .entries
                     .write_through(key, || async {
+                        self.check_owner(key)?;
                         self.delete_store(key, budget).await?;
+                        self.inner.scale.mark_written(key);
                         Ok(None)
                     })
                     .await?;
@@ -693,7 +771,7 @@ impl CacheNode {
         Error::StoreUnavailable(format!("the blob store did not answer within {limit:?}"))
     }
 
-    async fn read_store(&self, key: &str, budget: Duration) -> Result<Entry, Error> {
+    pub(crate) async fn read_store(&self, key: &str, budget: Duration) -> Result<Entry, Error> {
         let path = blob_path(key)?;
         let c = &self.inner.counters;
         c.store_reads.fetch_add(1, Ordering::Relaxed);
@@ -827,6 +905,8 @@ impl CacheNode {
             store_heads: load(&c.store_heads),
             invalidations_sent: load(&c.invalidations_sent),
             hot_replies: load(&c.hot_replies),
+            ghost_hits: e.ghost_hits,
+            ..self.inner.scale.stats()
         }
     }
 }

@@ -9,7 +9,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::node::CacheNode;
-use crate::service::{AdminService, DataService};
+use crate::service::{AdminService, DataService, PeerService};
 
 /// Room in a message beyond one maximal value: keys, versions, and the coalesced replies
 /// that share the message (at most 1 MiB of values).
@@ -53,15 +53,49 @@ impl CacheNode {
         let max_message = usize::try_from(self.limits().max_value_bytes)
             .unwrap_or(usize::MAX)
             .saturating_add(MESSAGE_SLACK);
-        let data = pb::data_server::DataServer::new(DataService::new(self.clone(), stop_rx))
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(usize::MAX);
+        let data =
+            pb::data_server::DataServer::new(DataService::new(self.clone(), stop_rx.clone()))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(usize::MAX);
         let admin = pb::admin_server::AdminServer::new(AdminService::new(self.clone()));
+        let peer = pb::peer_server::PeerServer::new(PeerService::new(self.clone()))
+            .max_decoding_message_size(max_message);
+        // Background work: gossip, manifests, pre-warming. It stops with the node.
+        let mut background = vec![tokio::spawn({
+            let (node, stop) = (self.clone(), stop_rx.clone());
+            async move { node.gossip(stop).await }
+        })];
+        if self.inner.scale.config.prewarm {
+            background.push(tokio::spawn({
+                let (node, stop) = (self.clone(), stop_rx.clone());
+                async move { node.write_manifests(stop).await }
+            }));
+            background.push(tokio::spawn({
+                let node = self.clone();
+                async move {
+                    node.prewarm().await;
+                }
+            }));
+        }
         let node = self.clone();
         let signal = async move {
             shutdown.await;
-            tracing::info!("shutting down: finishing requests in progress");
             node.begin_shutdown();
+            let me = node.addr().unwrap_or_default().to_owned();
+            if node.membership().contains(&me) {
+                if node.inner.scale.config.prewarm
+                    && let Err(e) = node.write_manifest().await
+                {
+                    tracing::warn!(error = %e, "could not write the hot-key manifest");
+                }
+            } else {
+                let timeout = node.inner.scale.config.drain_timeout;
+                tracing::info!(?timeout, "no longer a member: draining before exit");
+                if !node.wait_drained(timeout).await {
+                    tracing::warn!("the drain did not finish in time");
+                }
+            }
+            tracing::info!("shutting down: finishing requests in progress");
             let _ = stop_tx.send(true);
         };
         tracing::info!(addr = %local, app = self.app(), "serving");
@@ -72,8 +106,12 @@ impl CacheNode {
             .http2_adaptive_window(Some(true))
             .add_service(data)
             .add_service(admin)
+            .add_service(peer)
             .serve_with_incoming_shutdown(incoming, signal)
             .await?;
+        for task in background {
+            task.abort();
+        }
         Ok(())
     }
 }

@@ -419,7 +419,15 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthReply>, Status> {
-        let status = if self.node.is_shutting_down() {
+        let member = self
+            .node
+            .addr()
+            .is_some_and(|me| self.node.membership().contains(me));
+        let status = if !member && self.node.is_drained() {
+            pb::health_reply::Status::Drained
+        } else if !member {
+            pb::health_reply::Status::Draining
+        } else if self.node.is_shutting_down() {
             pb::health_reply::Status::ShuttingDown
         } else {
             pb::health_reply::Status::Serving
@@ -429,5 +437,89 @@ impl pb::admin_server::Admin for AdminService {
             app: self.node.app().to_owned(),
             epoch: self.node.membership().epoch(),
         }))
+    }
+
+    async fn set_members(
+        &self,
+        request: Request<pb::SetMembersRequest>,
+    ) -> Result<Response<pb::SetMembersReply>, Status> {
+        let req = request.into_inner();
+        let adopted = if req.relay {
+            let next =
+                cache_core::Membership::new(req.epoch, req.members).map_err(|e| to_status(&e))?;
+            self.node.adopt(next)
+        } else {
+            self.node
+                .set_members(req.epoch, req.members)
+                .await
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+        };
+        Ok(Response::new(pb::SetMembersReply {
+            adopted,
+            epoch: self.node.membership().epoch(),
+        }))
+    }
+
+    async fn advice(
+        &self,
+        _request: Request<pb::AdviceRequest>,
+    ) -> Result<Response<pb::AdviceReply>, Status> {
+        Ok(Response::new(self.node.advice().await))
+    }
+}
+
+/// The `Peer` service of one node: entries handed over on a change of members.
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    node: CacheNode,
+}
+
+impl PeerService {
+    /// The peer service for `node`.
+    pub fn new(node: CacheNode) -> Self {
+        Self { node }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn handoff(
+        &self,
+        request: Request<Streaming<pb::HandoffBatch>>,
+    ) -> Result<Response<pb::HandoffReply>, Status> {
+        let mut inbound = request.into_inner();
+        let mut reply = pb::HandoffReply::default();
+        while let Some(batch) = inbound.message().await? {
+            self.node.check_app(&batch.app).map_err(|e| to_status(&e))?;
+            for entry in batch.entries {
+                if self
+                    .node
+                    .accept_handoff(&entry.key, entry.value, entry.version)
+                    .await
+                {
+                    reply.accepted += 1;
+                } else {
+                    reply.refused += 1;
+                }
+            }
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn peek(
+        &self,
+        request: Request<pb::PeekRequest>,
+    ) -> Result<Response<pb::PeekReply>, Status> {
+        let req = request.into_inner();
+        self.node.check_app(&req.app).map_err(|e| to_status(&e))?;
+        let reply = match self.node.peek_local(&req.key).await {
+            Some(entry) => pb::PeekReply {
+                found: true,
+                value: entry.value,
+                version: entry.version.as_str().to_owned(),
+            },
+            None => pb::PeekReply::default(),
+        };
+        Ok(Response::new(reply))
     }
 }
