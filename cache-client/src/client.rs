@@ -504,12 +504,23 @@ impl CacheClient {
         }
     }
 
-    /// After `from` answered that it does not own a key at `epoch`: adopt its newer list, or
-    /// give it ours when it is behind, or ask the members again.
-    async fn reroute(&self, from: &str, epoch: u64, members: Vec<String>) -> Reroute {
+    /// After `from` answered that it does not own a key at `epoch`, for a request routed at
+    /// `routed_epoch`: adopt its newer list, or retry when the client's list changed since,
+    /// or give it ours when it is behind, or ask the members again.
+    async fn reroute(
+        &self,
+        from: &str,
+        routed_epoch: u64,
+        epoch: u64,
+        members: Vec<String>,
+    ) -> Reroute {
         let ours = self.membership();
         if epoch > ours.epoch() {
             self.adopt(epoch, members);
+            return Reroute::Retry;
+        }
+        if ours.epoch() > routed_epoch {
+            // Another request brought a newer list meanwhile.
             return Reroute::Retry;
         }
         if epoch < ours.epoch() {
@@ -851,15 +862,18 @@ impl CacheClient {
         let mut refreshed = false;
         for _attempt in 0..4 {
             match self.try_route(key, fallback_ok, &op, deadline).await {
-                Ok((addr, pb::reply::Result::Error(e), fallback))
+                Ok((addr, routed_epoch, pb::reply::Result::Error(e), fallback))
                     if e.code() == pb::ErrorCode::WrongOwner =>
                 {
-                    match self.reroute(&addr, e.epoch, e.members.clone()).await {
+                    match self
+                        .reroute(&addr, routed_epoch, e.epoch, e.members.clone())
+                        .await
+                    {
                         Reroute::Retry => continue,
                         Reroute::GiveUp => return Ok((pb::reply::Result::Error(e), fallback)),
                     }
                 }
-                Ok((_, result, fallback)) => return Ok((result, fallback)),
+                Ok((_, _, result, fallback)) => return Ok((result, fallback)),
                 // Every candidate is unreachable: the members may have changed without us.
                 Err(Error::Unavailable(why)) if !refreshed => {
                     refreshed = true;
@@ -881,7 +895,7 @@ impl CacheClient {
         fallback_ok: bool,
         op: &F,
         deadline: tokio::time::Instant,
-    ) -> Result<(String, pb::reply::Result, bool)>
+    ) -> Result<(String, u64, pb::reply::Result, bool)>
     where
         F: Fn(bool) -> pb::op::Kind,
     {
@@ -911,7 +925,7 @@ impl CacheClient {
                 Ok(pb::Reply {
                     result: Some(result),
                     ..
-                }) => return Ok(((*addr).to_owned(), result, fallback)),
+                }) => return Ok(((*addr).to_owned(), membership.epoch(), result, fallback)),
                 Ok(_) => return Err(Error::Internal("a reply without a result".into())),
                 Err(Error::Unavailable(why)) => {
                     conn.mark_down();

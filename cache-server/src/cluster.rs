@@ -47,6 +47,24 @@ pub struct LocalCluster {
     nodes: Vec<LocalNode>,
 }
 
+fn spawn(listener: TcpListener, addr: String, node: CacheNode) -> LocalNode {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = node.clone();
+    let task = tokio::spawn(async move {
+        serving
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    LocalNode {
+        addr,
+        node,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
 impl LocalCluster {
     /// Binds `n` listeners, builds a node on each with `configure` (which must at least set
     /// the app and the store; members and addresses are filled in), and serves them.
@@ -71,23 +89,54 @@ impl LocalCluster {
                 .members(addrs.clone())
                 .advertise(addr.clone())
                 .build()?;
-            let (stop, stopped) = oneshot::channel::<()>();
-            let serving = node.clone();
-            let task = tokio::spawn(async move {
-                serving
-                    .serve(listener, async {
-                        let _ = stopped.await;
-                    })
-                    .await
-            });
-            nodes.push(LocalNode {
-                addr: addr.clone(),
-                node,
-                stop: Some(stop),
-                task: Some(task),
-            });
+            nodes.push(spawn(listener, addr.clone(), node));
         }
         Ok(Self { nodes })
+    }
+
+    /// Starts one more node, configured by `configure`, whose member list is every running
+    /// node plus itself at the next epoch. The other nodes do not know it yet: announce it
+    /// with [`CacheNode::set_members`]. Returns its address.
+    ///
+    /// # Errors
+    /// Binding or configuration errors.
+    pub async fn add_node<F>(&mut self, configure: F) -> crate::Result<String>
+    where
+        F: FnOnce(CacheNodeBuilder) -> CacheNodeBuilder,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let epoch = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.node.membership().epoch())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let mut members: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.addr.clone())
+            .collect();
+        members.push(addr.clone());
+        let node = configure(CacheNode::builder())
+            .members(members)
+            .epoch(epoch)
+            .advertise(addr.clone())
+            .build()?;
+        self.nodes.push(spawn(listener, addr.clone(), node));
+        Ok(addr)
+    }
+
+    /// The addresses of the nodes still running.
+    pub fn running(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.addr.clone())
+            .collect()
     }
 
     /// Every node's address, in start order.
@@ -108,7 +157,8 @@ impl LocalCluster {
         &self.nodes[i].node
     }
 
-    /// Stops node `i` gracefully and waits (up to 10 s) until its port is closed.
+    /// Stops node `i` gracefully and waits (up to 40 s: a node that is no longer a member
+    /// drains first) until its port is closed.
     ///
     /// # Panics
     /// If `i` is out of range.
@@ -118,11 +168,11 @@ impl LocalCluster {
             let _ = stop.send(());
         }
         if let Some(task) = node.task.take() {
-            match tokio::time::timeout(Duration::from_secs(10), task).await {
+            match tokio::time::timeout(Duration::from_secs(40), task).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => tracing::warn!(error = %e, "node stopped with an error"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "node task failed"),
-                Err(_) => tracing::warn!(addr = %node.addr, "node did not stop within 10 s"),
+                Err(_) => tracing::warn!(addr = %node.addr, "node did not stop within 40 s"),
             }
         }
     }

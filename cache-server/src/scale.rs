@@ -213,7 +213,9 @@ impl CacheNode {
 
     /// Sets the member list for `epoch`, as the platform does on a scale event. The node
     /// passes the list to every old and new member, then adopts it. A list whose epoch is
-    /// not higher than the node's is ignored. Returns whether the node adopted it.
+    /// lower than the node's is ignored; the node's own current list is passed on again (so
+    /// a push that reached a node that already had it still spreads). Returns whether the
+    /// node adopted it.
     ///
     /// # Errors
     /// [`crate::Error::Config`] for an empty or malformed list.
@@ -225,9 +227,16 @@ impl CacheNode {
         let next =
             Membership::new(epoch, members).map_err(|e| crate::Error::Config(e.to_string()))?;
         let current = self.membership();
-        if next.epoch() <= current.epoch() {
+        let same = next.epoch() == current.epoch() && next.members() == current.members();
+        if next.epoch() < current.epoch() || (next.epoch() == current.epoch() && !same) {
             return Ok(false);
         }
+        self.relay(&current, &next).await;
+        Ok(self.adopt(next))
+    }
+
+    /// Passes `next` to every member of `current` and `next` but this node, as a relay.
+    async fn relay(&self, current: &Membership, next: &Membership) {
         let me = self.me();
         let targets: HashSet<&String> = current
             .members()
@@ -236,7 +245,7 @@ impl CacheNode {
             .filter(|m| **m != me)
             .collect();
         let request = pb::SetMembersRequest {
-            epoch,
+            epoch: next.epoch(),
             members: next.members().to_vec(),
             relay: true,
         };
@@ -254,7 +263,39 @@ impl CacheNode {
             }
         }))
         .await;
-        Ok(self.adopt(next))
+    }
+
+    /// Tells every member this node's member list, as a relay: a node started with a newer
+    /// list than its peers announces itself this way. First it learns the peers' older list,
+    /// so that it can take handed-off entries and ask previous owners during the window.
+    pub(crate) async fn announce(&self) {
+        let current = self.membership();
+        let me = self.me();
+        for peer in current.members().iter().filter(|m| **m != me) {
+            let mut admin = pb::admin_client::AdminClient::new(self.peer(peer));
+            let Ok(Ok(reply)) =
+                tokio::time::timeout(PEER_TIMEOUT, admin.members(pb::MembersRequest {})).await
+            else {
+                continue;
+            };
+            let reply = reply.into_inner();
+            if reply.epoch < current.epoch()
+                && let Ok(previous) = Membership::new(reply.epoch, reply.members)
+            {
+                self.open_window(Arc::new(previous));
+            }
+            break;
+        }
+        self.relay(&current, &current).await;
+    }
+
+    fn open_window(&self, previous: Arc<Membership>) {
+        *lock(&self.scale().window) = Some(Window {
+            previous,
+            until: Instant::now() + self.scale().config.handoff_window,
+            written: HashSet::new(),
+            overflow: false,
+        });
     }
 
     /// Adopts `next` if its epoch is higher than the node's, and starts handing entries
@@ -272,13 +313,12 @@ impl CacheNode {
             member = current.contains(&me),
             "adopted a new member list"
         );
+        if previous.members() == current.members() {
+            // Only the epoch changed: no key moved, and any open window stays as it is.
+            return true;
+        }
         let config = &self.scale().config;
-        *lock(&self.scale().window) = Some(Window {
-            previous: Arc::clone(&previous),
-            until: Instant::now() + config.handoff_window,
-            written: HashSet::new(),
-            overflow: false,
-        });
+        self.open_window(Arc::clone(&previous));
         self.scale().drained.store(false, Ordering::SeqCst);
         let mut task = lock(&self.scale().handoff_task);
         if let Some(running) = task.take() {
@@ -598,7 +638,7 @@ async fn hand_off(node: &CacheNode, current: &Arc<Membership>) {
             })
         })
         .collect();
-    moved.sort_by(|a, b| b.0.cmp(&a.0));
+    moved.sort_by_key(|m| std::cmp::Reverse(m.0));
     let mut by_owner: HashMap<String, Vec<(Arc<str>, Entry)>> = HashMap::new();
     for (_, key, entry, owner) in moved {
         by_owner.entry(owner).or_default().push((key, entry));
@@ -612,7 +652,7 @@ async fn hand_off(node: &CacheNode, current: &Arc<Membership>) {
     futures::future::join_all(
         by_owner
             .iter()
-            .map(|(owner, entries)| send_to(node, current.epoch(), owner, entries)),
+            .map(|(owner, entries)| send_to(node, current, owner, entries)),
     )
     .await;
     if !current.contains(&me) {
@@ -634,7 +674,14 @@ async fn hand_off(node: &CacheNode, current: &Arc<Membership>) {
 }
 
 /// Streams `entries` to `owner` in batches, with a few batches in flight at most.
-async fn send_to(node: &CacheNode, epoch: u64, owner: &str, entries: &[(Arc<str>, Entry)]) {
+async fn send_to(
+    node: &CacheNode,
+    current: &Membership,
+    owner: &str,
+    entries: &[(Arc<str>, Entry)],
+) {
+    let epoch = current.epoch();
+    let members = current.members().to_vec();
     let (tx, rx) = mpsc::channel::<pb::HandoffBatch>(HANDOFF_BATCHES_IN_FLIGHT);
     let mut peer = pb::peer_client::PeerClient::new(node.peer(owner))
         .max_encoding_message_size(usize::MAX)
@@ -657,6 +704,7 @@ async fn send_to(node: &CacheNode, epoch: u64, owner: &str, entries: &[(Arc<str>
                     app: app.clone(),
                     epoch,
                     entries,
+                    members: members.clone(),
                 };
                 if tx.send(message).await.is_err() {
                     return;
@@ -669,6 +717,7 @@ async fn send_to(node: &CacheNode, epoch: u64, owner: &str, entries: &[(Arc<str>
                     app,
                     epoch,
                     entries: batch,
+                    members,
                 })
                 .await;
         }

@@ -63,7 +63,10 @@ impl CacheNode {
         // Background work: gossip, manifests, pre-warming. It stops with the node.
         let mut background = vec![tokio::spawn({
             let (node, stop) = (self.clone(), stop_rx.clone());
-            async move { node.gossip(stop).await }
+            async move {
+                node.announce().await;
+                node.gossip(stop).await
+            }
         })];
         if self.inner.scale.config.prewarm {
             background.push(tokio::spawn({

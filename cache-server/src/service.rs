@@ -491,6 +491,12 @@ impl pb::peer_server::Peer for PeerService {
         let mut reply = pb::HandoffReply::default();
         while let Some(batch) = inbound.message().await? {
             self.node.check_app(&batch.app).map_err(|e| to_status(&e))?;
+            // The sender may have heard of the change first.
+            if batch.epoch > self.node.membership().epoch()
+                && let Ok(next) = cache_core::Membership::new(batch.epoch, batch.members)
+            {
+                self.node.adopt(next);
+            }
             for entry in batch.entries {
                 if self
                     .node

@@ -1,0 +1,408 @@
+//! Scale events: epochs, handoff, drain, pre-warming, advice — on real nodes on ephemeral
+//! ports, through the client's public API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cache_client::{CacheClient, Error, Tier};
+use cache_proto::v1 as pb;
+use cache_server::CacheNodeBuilder;
+use cache_server::cluster::LocalCluster;
+use cache_server::store::open_store;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+const APP: &str = "scale";
+
+fn fast(b: CacheNodeBuilder, store: &Arc<dyn ObjectStore>) -> CacheNodeBuilder {
+    b.app(APP)
+        .store(store.clone())
+        .gossip_interval(Duration::from_millis(50))
+        .handoff_window(Duration::from_secs(20))
+        .prewarm(false)
+}
+
+async fn client(addrs: Vec<String>) -> CacheClient {
+    CacheClient::builder()
+        .app(APP)
+        .nodes(addrs)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Polls `done` every 10 ms for up to 15 s.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Each key's cached version at its home node, over every running node.
+async fn cached_at_home(cluster: &LocalCluster, keys: &[String]) -> HashMap<String, String> {
+    let mut found = HashMap::new();
+    for node in cluster.nodes().iter().filter(|n| n.is_running()) {
+        let membership = node.node.membership();
+        for key in keys {
+            if membership.owner(key) == node.addr
+                && let Some(e) = node.node.entries().peek(key).await
+            {
+                found.insert(key.clone(), e.version.to_string());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochs_converge_when_a_push_reached_one_node() {
+    let store = open_store("memory:///").unwrap();
+    let cluster = LocalCluster::start(3, |b| fast(b, &store)).await.unwrap();
+    let addrs = cluster.addrs();
+    // Reach only node 0, as a relay (which is not passed on): gossip must do the rest.
+    let mut admin = pb::admin_client::AdminClient::connect(format!("http://{}", addrs[0]))
+        .await
+        .unwrap();
+    let reply = admin
+        .set_members(pb::SetMembersRequest {
+            epoch: 7,
+            members: addrs.clone(),
+            relay: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.adopted);
+    eventually("every node at epoch 7", async || {
+        cluster
+            .nodes()
+            .iter()
+            .all(|n| n.node.membership().epoch() == 7)
+    })
+    .await;
+    // A lower epoch is ignored.
+    let stale = admin
+        .set_members(pb::SetMembersRequest {
+            epoch: 3,
+            members: vec![addrs[0].clone()],
+            relay: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!stale.adopted);
+    assert_eq!(stale.epoch, 7);
+    assert_eq!(cluster.node(1).membership().members().len(), 3);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_hands_every_entry_to_its_new_home() {
+    let store = open_store("memory:///").unwrap();
+    let mut cluster = LocalCluster::start(3, |b| fast(b, &store)).await.unwrap();
+    let cache = client(cluster.addrs()).await;
+    let keys: Vec<String> = (0..400).map(|i| format!("obj/{i}")).collect();
+    for key in &keys {
+        cache.put(key, key.clone()).await.unwrap();
+    }
+    let before = cached_at_home(&cluster, &keys).await;
+    assert_eq!(before.len(), keys.len());
+
+    let new = cluster.add_node(|b| fast(b, &store)).await.unwrap();
+    let epoch = cache.set_members(None, cluster.running()).await.unwrap();
+    let moved = keys.iter().filter(|k| cache.home_of(k) == new).count();
+    assert!(moved > 40, "about a quarter of 400 keys move: {moved}");
+    eventually("every entry at its new home", async || {
+        cached_at_home(&cluster, &keys).await == before
+    })
+    .await;
+    for node in cluster.nodes() {
+        assert_eq!(node.node.membership().epoch(), epoch);
+    }
+    let received: u64 = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.node.stats().handoff_received)
+        .sum();
+    assert_eq!(received as usize, moved);
+    // Reads of moved keys are hits at the new home.
+    for key in keys.iter().filter(|k| cache.home_of(k) == new).take(20) {
+        let got = cache.get_entry(key).await.unwrap().unwrap();
+        assert_eq!((got.value.as_ref(), got.tier), (key.as_bytes(), Tier::Home));
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_asks_the_previous_owner_before_the_store() {
+    let store = open_store("memory:///").unwrap();
+    let mut cluster = LocalCluster::start(2, |b| fast(b, &store)).await.unwrap();
+    let cache = client(cluster.addrs()).await;
+    let keys: Vec<String> = (0..200).map(|i| format!("k/{i}")).collect();
+    for key in &keys {
+        cache.put(key, "v").await.unwrap();
+    }
+    let new = cluster
+        .add_node(|b| fast(b, &store).handoff_window(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    // The new node announces itself on start; a later push with the same members changes
+    // only the epoch and moves nothing.
+    let mut admin = pb::admin_client::AdminClient::connect(format!("http://{new}"))
+        .await
+        .unwrap();
+    let members = cluster.running();
+    admin
+        .set_members(pb::SetMembersRequest {
+            epoch: 9,
+            members: members.clone(),
+            relay: true,
+        })
+        .await
+        .unwrap();
+    cache.refresh_members().await.unwrap();
+    let moved: Vec<&String> = keys.iter().filter(|k| cache.home_of(k) == new).collect();
+    let mut tiers = HashMap::new();
+    for key in &moved {
+        let got = cache.get_entry(key).await.unwrap().unwrap();
+        *tiers.entry(format!("{:?}", got.tier)).or_insert(0) += 1;
+    }
+    // Each moved key came from the previous owner or was already handed over; none missed.
+    assert_eq!(tiers.get("Store"), None, "{tiers:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_loses_no_entry() {
+    let store = open_store("memory:///").unwrap();
+    let mut cluster = LocalCluster::start(4, |b| fast(b, &store)).await.unwrap();
+    let cache = client(cluster.addrs()).await;
+    let keys: Vec<String> = (0..400).map(|i| format!("d/{i}")).collect();
+    for key in &keys {
+        cache.put(key, key.clone()).await.unwrap();
+    }
+    let before = cached_at_home(&cluster, &keys).await;
+    let leaving = cluster.addrs()[3].clone();
+    let staying: Vec<String> = cluster.addrs()[..3].to_vec();
+    cache.set_members(None, staying).await.unwrap();
+    eventually("the removed node drained", async || {
+        cluster.node(3).is_drained()
+    })
+    .await;
+    let mut admin = pb::admin_client::AdminClient::connect(format!("http://{leaving}"))
+        .await
+        .unwrap();
+    let health = admin
+        .health(pb::HealthRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status(), pb::health_reply::Status::Drained);
+    cluster.stop_node(3).await;
+    let after = cached_at_home(&cluster, &keys).await;
+    assert_eq!(
+        after, before,
+        "every entry is cached at its new home with its version"
+    );
+    for key in keys.iter().take(50) {
+        assert_eq!(
+            cache.get_entry(key).await.unwrap().unwrap().tier,
+            Tier::Home
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_handoff_never_bring_back_an_old_version() {
+    let store = open_store("memory:///").unwrap();
+    let mut cluster = LocalCluster::start(3, |b| fast(b, &store)).await.unwrap();
+    let cache = client(cluster.addrs()).await;
+    let keys: Vec<String> = (0..300).map(|i| format!("w/{i}")).collect();
+    for key in &keys {
+        cache.put(key, "v0").await.unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (cache, keys, stop) = (cache.clone(), keys.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = &keys[(n as usize * 7 + w * 13) % keys.len()];
+                    cache.put(key, format!("w{w}-{n}")).await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cluster.add_node(|b| fast(b, &store)).await.unwrap();
+    cache.set_members(None, cluster.running()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut writes = 0;
+    for w in writers {
+        writes += w.await.unwrap();
+    }
+    assert!(writes > 100, "{writes} writes");
+    // Let the handoff finish, then compare every cached version with the store's.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cached = cached_at_home(&cluster, &keys).await;
+    for (key, version) in &cached {
+        let head = store.head(&Path::from(key.as_str())).await.unwrap();
+        assert_eq!(
+            Some(version),
+            head.e_tag.as_ref(),
+            "{key} cached at an old version"
+        );
+    }
+    for key in &keys {
+        let got = cache.get_with_version(key).await.unwrap().unwrap();
+        let head = store.head(&Path::from(key.as_str())).await.unwrap();
+        assert_eq!(Some(&got.1), head.e_tag.as_ref(), "{key}");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_keep_serving_through_scale_out_and_scale_in() {
+    let store = open_store("memory:///").unwrap();
+    let mut cluster = LocalCluster::start(3, |b| fast(b, &store)).await.unwrap();
+    let admin_client = client(cluster.addrs()).await;
+    let keys: Vec<String> = (0..200).map(|i| format!("s/{i}")).collect();
+    for key in &keys {
+        admin_client.put(key, "v").await.unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let ops = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for c in 0..3 {
+        let cache = client(cluster.addrs()).await;
+        let (keys, stop, failures, ops) =
+            (keys.clone(), stop.clone(), failures.clone(), ops.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = c;
+            while !stop.load(Ordering::Relaxed) {
+                let key = &keys[(i * 31) % keys.len()];
+                let result = if i % 10 == 0 {
+                    cache.put(key, "v").await.map(|_| ())
+                } else {
+                    cache.get(key).await.map(|_| ())
+                };
+                if let Err(e) = result {
+                    eprintln!("{key}: {e}");
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                ops.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Scale out 3 → 4.
+    cluster.add_node(|b| fast(b, &store)).await.unwrap();
+    admin_client
+        .set_members(None, cluster.running())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Scale in 4 → 3: remove node 0 from the list, let it drain, stop it.
+    let remaining: Vec<String> = cluster.running().into_iter().skip(1).collect();
+    admin_client.set_members(None, remaining).await.unwrap();
+    eventually("node 0 drained", async || cluster.node(0).is_drained()).await;
+    cluster.stop_node(0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let ops = ops.load(Ordering::Relaxed);
+    assert!(ops > 300, "{ops} requests");
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "of {ops} requests");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prewarming_after_scale_to_zero_brings_the_hot_keys_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&format!("file://{}", dir.path().display())).unwrap();
+    let configure = |b: CacheNodeBuilder| {
+        b.app(APP)
+            .store(store.clone())
+            .gossip_interval(Duration::from_millis(50))
+            .capacity_bytes(4 << 20)
+    };
+    let cluster = LocalCluster::start(2, configure).await.unwrap();
+    let cache = client(cluster.addrs()).await;
+    let keys: Vec<String> = (0..300).map(|i| format!("p/{i}")).collect();
+    for key in &keys {
+        cache.put(key, Bytes::from(vec![7u8; 2048])).await.unwrap();
+    }
+    let hot = &keys[..40];
+    for _ in 0..5 {
+        for key in hot {
+            cache.get(key).await.unwrap();
+        }
+    }
+    // Scale to zero: a graceful shutdown writes each node's manifest.
+    cluster.shutdown().await;
+    let manifests = std::fs::read_dir(dir.path().join("_cachelet/prewarm"))
+        .unwrap()
+        .count();
+    assert_eq!(manifests, 2);
+    match cache.get("_cachelet/prewarm/x.json").await {
+        Err(Error::InvalidKey(reason)) => assert!(reason.contains("reserved")),
+        other => panic!("the reserved prefix must not be served: {other:?}"),
+    }
+
+    // And back, on new ports: the new nodes load what they own, hottest first.
+    let cluster = LocalCluster::start(2, configure).await.unwrap();
+    eventually("pre-warming", async || {
+        cluster
+            .nodes()
+            .iter()
+            .map(|n| n.node.stats().prewarmed)
+            .sum::<u64>()
+            >= hot.len() as u64
+    })
+    .await;
+    let cache = client(cluster.addrs()).await;
+    for key in hot {
+        let got = cache.get_entry(key).await.unwrap().unwrap();
+        assert_eq!(got.tier, Tier::Home, "{key} was pre-warmed");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advice_asks_for_a_node_when_the_working_set_outgrows_memory() {
+    let store = open_store("memory:///").unwrap();
+    let cluster = LocalCluster::start(2, |b| fast(b, &store).capacity_bytes(64 * 1024))
+        .await
+        .unwrap();
+    let cache = client(cluster.addrs()).await;
+    let keys: Vec<String> = (0..600).map(|i| format!("a/{i}")).collect();
+    for key in &keys {
+        cache.put(key, Bytes::from(vec![1u8; 1024])).await.unwrap();
+    }
+    for _ in 0..2 {
+        for key in &keys {
+            cache.get(key).await.unwrap();
+        }
+    }
+    let advice = cache.advice().await.unwrap();
+    assert_eq!(advice.current_nodes, 2);
+    assert_eq!(advice.desired_nodes, 3, "{}", advice.reason);
+    assert!(advice.reason.contains("working set"), "{}", advice.reason);
+    assert!(advice.ghost_hit_ratio > 0.05);
+    cluster.shutdown().await;
+}
