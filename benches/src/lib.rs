@@ -9,6 +9,7 @@
 //! - [`modes`]: the local tier's hit ratio and each consistency mode's cost.
 //! - [`ping`]: one-request-at-a-time get latency, cachelet against `redis-server`.
 //! - [`redis_server`]: a `redis-server` process on a free port, for baselines.
+//! - [`scale`]: `cache-bench scale`, scale events under load: handoff, drain, pre-warming.
 //! - [`report`]: the terminal table.
 //!
 //! A run flows: [`workload::Workload::generate`] → [`runner::run`] (client → nodes → store)
@@ -20,4 +21,5 @@ pub mod ping;
 pub mod redis_server;
 pub mod report;
 pub mod runner;
+pub mod scale;
 pub mod workload;

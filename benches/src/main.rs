@@ -18,6 +18,8 @@ enum Command {
     Ping(cache_bench::ping::PingArgs),
     /// The local tier and the consistency modes: local-hit latency per mode, hit ratios.
     Modes(cache_bench::modes::ModesArgs),
+    /// Scale events under load: scale-out with and without handoff, drain, pre-warming.
+    Scale(cache_bench::scale::ScaleArgs),
 }
 
 #[tokio::main]
@@ -32,5 +34,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => cache_bench::demo::run(args).await,
         Command::Ping(args) => cache_bench::ping::run(args).await,
         Command::Modes(args) => cache_bench::modes::run(args).await,
+        Command::Scale(args) => cache_bench::scale::run(args).await.map(|_| ()),
     }
 }
