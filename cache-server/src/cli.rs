@@ -42,6 +42,14 @@ pub struct Args {
     /// Serve counters in Prometheus text format at http://ADDR/metrics.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// On SIGTERM, a node that is no longer a member hands its entries over first, for at
+    /// most this many milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub drain_timeout_ms: u64,
+    /// The share of capacity that pre-warming from hot-key manifests may fill on start
+    /// (0 turns pre-warming and manifests off).
+    #[arg(long, default_value_t = 0.5)]
+    pub prewarm_fraction: f64,
 }
 
 /// Runs a node as `args` say until `shutdown` completes.
@@ -68,6 +76,9 @@ where
         .members(members)
         .advertise(advertise)
         .store_timeout(Duration::from_millis(args.store_timeout_ms))
+        .drain_timeout(Duration::from_millis(args.drain_timeout_ms))
+        .prewarm(args.prewarm_fraction > 0.0)
+        .prewarm_fraction(args.prewarm_fraction)
         .build()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = args.metrics.map(|addr| {

@@ -2,7 +2,8 @@
 //!
 //! Counters are copied from [`CacheNode::stats`] into a Prometheus recorder once a second, so
 //! a scrape sees values at most a second old. Reads are counted by tier: `home` (a hit on the
-//! key's home node) and `store` (a miss read from the blob store).
+//! key's home node), `handoff` (served by the key's previous owner during a handoff) and
+//! `store` (a miss read from the blob store).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +20,17 @@ pub fn record(recorder: &PrometheusRecorder, stats: &pb::NodeStats) {
     metrics::with_local_recorder(recorder, || {
         counter!("cachelet_reads_total", "tier" => "home").absolute(stats.hits);
         counter!("cachelet_reads_total", "tier" => "store").absolute(stats.misses);
+        counter!("cachelet_reads_total", "tier" => "handoff").absolute(stats.handoff_hits);
+        counter!("cachelet_not_modified_total").absolute(stats.not_modified);
+        counter!("cachelet_ghost_hits_total").absolute(stats.ghost_hits);
+        counter!("cachelet_hot_replies_total").absolute(stats.hot_replies);
+        counter!("cachelet_invalidations_total").absolute(stats.invalidations_sent);
+        counter!("cachelet_handoff_entries_total", "way" => "sent").absolute(stats.handoff_sent);
+        counter!("cachelet_handoff_entries_total", "way" => "received")
+            .absolute(stats.handoff_received);
+        counter!("cachelet_handoff_entries_total", "way" => "refused")
+            .absolute(stats.handoff_refused);
+        counter!("cachelet_prewarmed_total").absolute(stats.prewarmed);
         counter!("cachelet_fallback_reads_total").absolute(stats.fallback_reads);
         counter!("cachelet_gets_total").absolute(stats.gets);
         counter!("cachelet_puts_total").absolute(stats.puts);
@@ -30,12 +42,14 @@ pub fn record(recorder: &PrometheusRecorder, stats: &pb::NodeStats) {
         counter!("cachelet_store_calls_total", "kind" => "read").absolute(stats.store_reads);
         counter!("cachelet_store_calls_total", "kind" => "write").absolute(stats.store_writes);
         counter!("cachelet_store_calls_total", "kind" => "delete").absolute(stats.store_deletes);
+        counter!("cachelet_store_calls_total", "kind" => "head").absolute(stats.store_heads);
         counter!("cachelet_store_errors_total").absolute(stats.store_errors);
         counter!("cachelet_store_read_bytes_total").absolute(stats.store_read_bytes);
         gauge!("cachelet_entries").set(stats.entries as f64);
         gauge!("cachelet_bytes_used").set(stats.bytes_used as f64);
         gauge!("cachelet_capacity_bytes").set(stats.capacity_bytes as f64);
         gauge!("cachelet_epoch").set(stats.epoch as f64);
+        gauge!("cachelet_drained").set(if stats.drained { 1.0 } else { 0.0 });
     });
 }
 
