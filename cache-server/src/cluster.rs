@@ -157,8 +157,9 @@ impl LocalCluster {
         &self.nodes[i].node
     }
 
-    /// Stops node `i` gracefully and waits (up to 40 s: a node that is no longer a member
-    /// drains first) until its port is closed.
+    /// Stops node `i` gracefully and waits until it has stopped: a node that is no longer a
+    /// member drains first (`drain_timeout`), then requests in progress finish
+    /// (`shutdown_grace`). Gives up after 60 s.
     ///
     /// # Panics
     /// If `i` is out of range.
@@ -168,11 +169,11 @@ impl LocalCluster {
             let _ = stop.send(());
         }
         if let Some(task) = node.task.take() {
-            match tokio::time::timeout(Duration::from_secs(40), task).await {
+            match tokio::time::timeout(Duration::from_secs(60), task).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => tracing::warn!(error = %e, "node stopped with an error"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "node task failed"),
-                Err(_) => tracing::warn!(addr = %node.addr, "node did not stop within 40 s"),
+                Err(_) => tracing::warn!(addr = %node.addr, "node did not stop within 60 s"),
             }
         }
     }

@@ -220,6 +220,13 @@ impl CacheNodeBuilder {
         self
     }
 
+    /// After a shutdown begins, how long requests in progress and open connections may take
+    /// to finish before the node stops anyway. Default: 10 s.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.scale.shutdown_grace = grace;
+        self
+    }
+
     /// The scaling advisor's thresholds. Default: [`cache_core::advisor::Thresholds::default`].
     pub fn advisor(mut self, thresholds: cache_core::advisor::Thresholds) -> Self {
         self.scale.advisor = thresholds;

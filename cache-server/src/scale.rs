@@ -59,6 +59,7 @@ pub(crate) struct ScaleConfig {
     pub prewarm_fraction: f64,
     pub manifest_interval: Duration,
     pub drain_timeout: Duration,
+    pub shutdown_grace: Duration,
     pub advisor: Thresholds,
 }
 
@@ -72,6 +73,7 @@ impl Default for ScaleConfig {
             prewarm_fraction: 0.5,
             manifest_interval: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
             advisor: Thresholds::default(),
         }
     }
@@ -265,28 +267,37 @@ impl CacheNode {
         .await;
     }
 
-    /// Tells every member this node's member list, as a relay: a node started with a newer
-    /// list than its peers announces itself this way. First it learns the peers' older list,
-    /// so that it can take handed-off entries and ask previous owners during the window.
+    /// On start: asks every peer for its member list. When some peer is behind (this node was
+    /// started with a newer list, as on a scale-out), the node opens its handoff window with
+    /// the peers' older list, so that it can take handed-off entries and ask previous owners,
+    /// and then passes its own list on.
     pub(crate) async fn announce(&self) {
         let current = self.membership();
         let me = self.me();
-        for peer in current.members().iter().filter(|m| **m != me) {
-            let mut admin = pb::admin_client::AdminClient::new(self.peer(peer));
-            let Ok(Ok(reply)) =
-                tokio::time::timeout(PEER_TIMEOUT, admin.members(pb::MembersRequest {})).await
-            else {
-                continue;
-            };
-            let reply = reply.into_inner();
-            if reply.epoch < current.epoch()
-                && let Ok(previous) = Membership::new(reply.epoch, reply.members)
-            {
+        let replies =
+            futures::future::join_all(current.members().iter().filter(|m| **m != me).map(|peer| {
+                let mut admin = pb::admin_client::AdminClient::new(self.peer(peer));
+                async move {
+                    match tokio::time::timeout(PEER_TIMEOUT, admin.members(pb::MembersRequest {}))
+                        .await
+                    {
+                        Ok(Ok(reply)) => Some(reply.into_inner()),
+                        _ => None,
+                    }
+                }
+            }))
+            .await;
+        let older = replies
+            .into_iter()
+            .flatten()
+            .filter(|r| r.epoch < current.epoch())
+            .max_by_key(|r| r.epoch);
+        if let Some(reply) = older {
+            if let Ok(previous) = Membership::new(reply.epoch, reply.members) {
                 self.open_window(Arc::new(previous));
             }
-            break;
+            self.relay(&current, &current).await;
         }
-        self.relay(&current, &current).await;
     }
 
     fn open_window(&self, previous: Arc<Membership>) {

@@ -81,6 +81,8 @@ impl CacheNode {
             }));
         }
         let node = self.clone();
+        let mut stopped = stop_rx.clone();
+        let grace = self.inner.scale.config.shutdown_grace;
         let signal = async move {
             shutdown.await;
             node.begin_shutdown();
@@ -105,13 +107,21 @@ impl CacheNode {
         // Replies are small and latency-bound: send them without Nagle's delay. (The builder's
         // `tcp_nodelay` applies only to listeners that tonic binds itself.)
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        Server::builder()
+        let serving = Server::builder()
             .http2_adaptive_window(Some(true))
             .add_service(data)
             .add_service(admin)
             .add_service(peer)
-            .serve_with_incoming_shutdown(incoming, signal)
-            .await?;
+            .serve_with_incoming_shutdown(incoming, signal);
+        // A connection that never finishes closing must not keep the node from stopping.
+        let forced = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = serving => served?,
+            () = forced => tracing::warn!(?grace, "connections still open after the grace period; stopping anyway"),
+        }
         for task in background {
             task.abort();
         }
