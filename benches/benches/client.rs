@@ -54,7 +54,9 @@ fn client(c: &mut Criterion) {
     group.bench_function("64_outstanding", |b| {
         b.to_async(&rt).iter(|| {
             j = (j + 64) % KEYS;
-            let gets = (0..64).map(|n| client.get(&keys[(j + n) % KEYS]));
+            let start = j;
+            let (client, keys) = (&client, &keys);
+            let gets = (0..64).map(move |n| client.get(&keys[(start + n) % KEYS]));
             async move {
                 for got in futures::future::join_all(gets).await {
                     black_box(got.unwrap().expect("held"));

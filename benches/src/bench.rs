@@ -196,6 +196,8 @@ pub struct Report {
     pub redis: Option<RunResult>,
     /// Why the Redis baseline was skipped, when it was asked for and skipped.
     pub redis_skipped: Option<String>,
+    /// The `maxmemory` Redis ran with: the cluster's capacity plus Redis's empty footprint.
+    pub redis_maxmemory: Option<u64>,
     /// The offline optimum, when run.
     pub opt: Option<SimResult>,
     /// Offline LRU, when run.
@@ -584,11 +586,14 @@ pub async fn run(args: RunArgs, missing: Missing) -> anyhow::Result<Report> {
     } else {
         None
     };
-    let (mut redis_run, mut redis_skipped) = (None, None);
+    let (mut redis_run, mut redis_skipped, mut redis_maxmemory) = (None, None, None);
     if want(Baseline::Redis) {
         if RedisServer::available() {
             let server = RedisServer::start(capacity_bytes).await?;
             let con = server.connect().await?;
+            // Redis counts its own baseline memory against maxmemory; give its data the
+            // cluster's capacity on top of that.
+            redis_maxmemory = Some(server.limit_data_memory(capacity_bytes).await?);
             let src = Arc::new(Source::fixed(requests.clone()));
             let system = System::Redis {
                 con,
@@ -625,6 +630,7 @@ pub async fn run(args: RunArgs, missing: Missing) -> anyhow::Result<Report> {
         store: store_run,
         redis: redis_run,
         redis_skipped,
+        redis_maxmemory,
         opt,
         lru,
         capacity_bytes,
@@ -868,6 +874,9 @@ fn to_json(r: &Report, args: &RunArgs, store: &str) -> Value {
         "opt": sim(&r.opt),
         "lru": sim(&r.lru),
     });
+    if let Some(max) = r.redis_maxmemory {
+        doc["baselines"]["redis"]["maxmemory"] = json!(max);
+    }
     doc["ratios"] = serde_json::to_value(ratios(r)).unwrap_or(Value::Null);
     doc["apps"] = json!(app_rows(r));
     doc["timeline"] = json!(

@@ -332,7 +332,7 @@ pub enum Source {
     },
     /// A seeded stream, drawn until the run's deadline; what was drawn is logged so that
     /// baselines and simulators replay exactly the same sequence.
-    Stream(std::sync::Mutex<StreamState>),
+    Stream(Box<std::sync::Mutex<StreamState>>),
 }
 
 /// The state of a [`Source::Stream`].
@@ -354,11 +354,11 @@ impl Source {
 
     /// An endless stream from `generator`, each key with its size from `sizes`.
     pub fn stream(generator: Generator, sizes: Arc<Vec<u32>>) -> Self {
-        Source::Stream(std::sync::Mutex::new(StreamState {
+        Source::Stream(Box::new(std::sync::Mutex::new(StreamState {
             generator,
             sizes,
             log: Vec::new(),
-        }))
+        })))
     }
 
     fn next(&self, stop_at: Option<Instant>) -> Option<(usize, Request)> {
