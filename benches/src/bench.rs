@@ -852,9 +852,10 @@ fn to_json(r: &Report, args: &RunArgs, store: &str) -> Value {
         "keys": r.plan.names.len(),
         "requests": r.plan.requests.len(),
         "data_bytes": r.data_bytes,
-        "dist": format!("{:?}", args.dist),
-        "read_ratio": args.read_ratio,
-        "seed": args.seed,
+        // A trace sets its own keys, mix and order; these describe synthetic workloads only.
+        "dist": args.trace.is_none().then(|| format!("{:?}", args.dist)),
+        "read_ratio": args.trace.is_none().then_some(args.read_ratio),
+        "seed": args.trace.is_none().then_some(args.seed),
         "concurrency": args.concurrency,
         "size_scale": args.size_scale,
         "speed": args.speed,
