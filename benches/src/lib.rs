@@ -1,25 +1,36 @@
 //! Load generation and the demo for cachelet.
 //!
 //! # Layout
-//! - [`workload`]: reproducible synthetic request sequences (Zipf or uniform keys, a read
-//!   ratio, a seed).
-//! - [`runner`]: runs a sequence through a `CacheClient` with many requests in flight and
-//!   measures hit ratios by tier, latency percentiles and throughput.
-//! - [`demo`]: `cache-bench demo`, the project's main job.
-//! - [`modes`]: the local tier's hit ratio and each consistency mode's cost.
+//! - [`workload`]: reproducible synthetic request sequences (Zipf, uniform or hotspot keys,
+//!   value sizes, a read ratio, a seed) and the [`workload::Plan`] a run replays.
+//! - [`trace`]: the Azure Functions Blob Access Trace 2020 schema: loading a trace for replay,
+//!   and the synthetic generator behind `gen-trace`.
+//! - [`runner`]: runs a plan against one system (cachelet, the bare store, or Redis as a
+//!   cache-aside) with many requests in flight, and measures it.
+//! - [`sim`]: offline OPT (Belady, sizes counted) and LRU simulators.
+//! - [`bench`]: `cache-bench run`: the target, the baselines and the simulators in one run,
+//!   then the table, the JSON and the plots.
+//! - [`plot`]: the charts (`plotters`): hit ratio over time and latency CDFs.
+//! - [`report`]: the terminal tables.
+//! - [`demo`]: `cache-bench demo`, the project's main job, on the same machinery.
 //! - [`ping`]: one-request-at-a-time get latency, cachelet against `redis-server`.
 //! - [`redis_server`]: a `redis-server` process on a free port, for baselines.
+//! - [`modes`]: the local tier's hit ratio and each consistency mode's cost.
 //! - [`scale`]: `cache-bench scale`, scale events under load: handoff, drain, pre-warming.
-//! - [`report`]: the terminal table.
 //!
-//! A run flows: [`workload::Workload::generate`] → [`runner::run`] (client → nodes → store)
-//! → counters from the client and the nodes → [`report::Table`].
+//! A run flows: [`workload::Plan`] (synthetic or [`trace::load`]) → preload the store →
+//! [`runner::drive`] per system (client → nodes → store) → [`sim::opt`] and [`sim::lru`] on the
+//! same sequence → [`bench::Report`] → table, JSON, [`plot`].
 
+pub mod bench;
 pub mod demo;
 pub mod modes;
 pub mod ping;
+pub mod plot;
 pub mod redis_server;
 pub mod report;
 pub mod runner;
 pub mod scale;
+pub mod sim;
+pub mod trace;
 pub mod workload;

@@ -20,7 +20,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::redis_server::RedisServer;
 use crate::report::Table;
-use crate::workload::{KeyDist, Op, Workload, key_name};
+use crate::runner::{self, DriveOptions, Source, System};
+use crate::workload::{KeyDist, Plan, Workload, key_name};
 
 /// The scenario's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -182,7 +183,7 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
     let data = u64::from(args.zipf_keys) * VALUE_BYTES as u64;
     let local_capacity = (data as f64 * args.local_fraction) as u64;
     for k in 0..args.zipf_keys {
-        remote.put(&format!("z/{k}"), value.clone()).await?;
+        remote.put(&key_name(k), value.clone()).await?;
     }
     let workload = Workload {
         keys: args.zipf_keys,
@@ -191,7 +192,8 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
         ops: args.zipf_ops,
         seed: 9,
     };
-    let ops = Arc::new(workload.generate());
+    let sizes = vec![VALUE_BYTES as u32; args.zipf_keys as usize];
+    let plan = Plan::synthetic(&workload, &sizes, &workload.generate());
     let mut table = Table::new([
         "Zipf 0.99, 95% reads",
         "local hit ratio",
@@ -211,60 +213,33 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
             .consistency(mode)
             .build()
             .await?;
-        let (h, elapsed) = zipf(&client, &ops, &value).await?;
+        let source = Arc::new(Source::fixed(plan.requests.clone()));
+        let opts = DriveOptions {
+            concurrency: 16,
+            duration: None,
+            speed: None,
+            progress: false,
+            sample_interval: Duration::from_secs(1),
+        };
+        let run = runner::drive(&System::Cachelet(client.clone()), &plan, &source, &opts).await;
+        anyhow::ensure!(run.errors == 0, "{name}: {:?}", run.first_error);
         let s = client.client_stats();
         let reads = s.hits_local + s.hits_home + s.hits_handoff + s.reads_store;
         table.row([
             &name,
             &format!("{:.3}", s.hits_local as f64 / reads.max(1) as f64),
             &format!("{:.3}", s.value_replies as f64 / reads.max(1) as f64),
-            &us(h.value_at_quantile(0.5)),
-            &format!("{:.0}", ops.len() as f64 / elapsed.as_secs_f64()),
+            &format!("{}", run.latency_us.value_at_quantile(0.5)),
+            &format!("{:.0}", run.throughput()),
         ]);
     }
     println!(
         "workload: {} keys of {VALUE_BYTES} B, {} requests, 16 in flight, local tier {:.0}% of the data",
         args.zipf_keys,
-        ops.len(),
+        plan.requests.len(),
         100.0 * args.local_fraction
     );
     print!("{table}");
     cluster.shutdown().await;
     Ok(())
-}
-
-/// Runs `ops` with 16 in flight; puts write `value`. Returns the latencies and elapsed time.
-async fn zipf(
-    client: &CacheClient,
-    ops: &Arc<Vec<Op>>,
-    value: &Bytes,
-) -> anyhow::Result<(Histogram<u64>, Duration)> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers = (0..16).map(|_| {
-        let (client, ops, next, value) = (client.clone(), ops.clone(), next.clone(), value.clone());
-        tokio::spawn(async move {
-            let mut h = hist();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(op) = ops.get(i) else { break };
-                let t = Instant::now();
-                match *op {
-                    Op::Get(k) => {
-                        client.get(&format!("z/{k}")).await?;
-                    }
-                    Op::Put(k) => {
-                        client.put(&format!("z/{k}"), value.clone()).await?;
-                    }
-                }
-                h.record(ns(t))?;
-            }
-            anyhow::Ok(h)
-        })
-    });
-    let mut total = hist();
-    for part in futures::future::join_all(workers).await {
-        total.add(part??)?;
-    }
-    Ok((total, started.elapsed()))
 }

@@ -57,6 +57,33 @@ impl RedisServer {
         }
     }
 
+    /// Sets `maxmemory` to `data_bytes` on top of the memory the server uses before it holds
+    /// any data, so that a baseline gives Redis's data the same byte budget as the cache's.
+    /// Returns the `maxmemory` set.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or does not report its memory.
+    pub async fn limit_data_memory(&self, data_bytes: u64) -> anyhow::Result<u64> {
+        let mut con = self.connect().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut con)
+            .await?;
+        let used = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("redis-server did not report used_memory"))?;
+        let max = used + data_bytes;
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(max)
+            .query_async::<()>(&mut con)
+            .await?;
+        Ok(max)
+    }
+
     /// The server's URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)

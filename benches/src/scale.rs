@@ -26,8 +26,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 
 use crate::report::Table;
-use crate::runner::{self, RunResult};
-use crate::workload::{KeyDist, Op, Workload, key_name};
+use crate::runner::{self, DriveOptions, RunResult, Source, System};
+use crate::workload::{KeyDist, Plan, Workload, key_name};
 
 /// The scenario's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -105,7 +105,7 @@ pub struct ScaleReport {
 struct Setup {
     args: ScaleArgs,
     store: Arc<dyn ObjectStore>,
-    value: Bytes,
+    sizes: Vec<u32>,
 }
 
 impl Setup {
@@ -119,28 +119,28 @@ impl Setup {
             .handoff_window(Duration::from_secs(30))
     }
 
-    fn ops(&self, n: usize, seed: u64) -> Arc<Vec<Op>> {
-        Arc::new(
-            Workload {
-                keys: self.args.keys,
-                dist: KeyDist::Zipf(self.args.zipf),
-                read_ratio: 1.0,
-                ops: n,
-                seed,
-            }
-            .generate(),
-        )
+    /// `n` reads on the Zipf distribution, drawn with `seed`.
+    fn plan(&self, n: usize, seed: u64) -> Plan {
+        let workload = Workload {
+            keys: self.args.keys,
+            dist: KeyDist::Zipf(self.args.zipf),
+            read_ratio: 1.0,
+            ops: n,
+            seed,
+        };
+        Plan::synthetic(&workload, &self.sizes, &workload.generate())
     }
 
-    async fn load(&self, client: &CacheClient, ops: Arc<Vec<Op>>) -> RunResult {
-        let value = self.value.clone();
-        runner::run(
-            client,
-            ops,
-            self.args.concurrency,
-            Arc::new(move |_| value.clone()),
-        )
-        .await
+    async fn load(&self, client: &CacheClient, plan: Plan) -> RunResult {
+        let source = Arc::new(Source::fixed(plan.requests.clone()));
+        let opts = DriveOptions {
+            concurrency: self.args.concurrency,
+            duration: None,
+            speed: None,
+            progress: false,
+            sample_interval: Duration::from_secs(1),
+        };
+        runner::drive(&System::Cachelet(client.clone()), &plan, &source, &opts).await
     }
 }
 
@@ -163,10 +163,10 @@ async fn scale_out(
     let mut cluster = LocalCluster::start(args.nodes, |b| setup.node(b, handoff, true)).await?;
     let client = client(cluster.addrs()).await?;
     let warm = setup
-        .load(&client, setup.ops(args.warmup_ops, args.seed))
+        .load(&client, setup.plan(args.warmup_ops, args.seed))
         .await;
     let before = setup
-        .load(&client, setup.ops(args.window_ops, args.seed + 1))
+        .load(&client, setup.plan(args.window_ops, args.seed + 1))
         .await;
     let old = client.membership();
     cluster.add_node(|b| setup.node(b, handoff, true)).await?;
@@ -179,7 +179,7 @@ async fn scale_out(
         })
         .count();
     let after = setup
-        .load(&client, setup.ops(args.window_ops, args.seed + 2))
+        .load(&client, setup.plan(args.window_ops, args.seed + 2))
         .await;
     Ok((
         before.hit_ratio(),
@@ -215,7 +215,7 @@ async fn reload(setup: &Setup, prewarm: bool) -> anyhow::Result<(f64, u64, u64)>
     }
     let client = client(cluster.addrs()).await?;
     let run = setup
-        .load(&client, setup.ops(args.reload_ops, args.seed + 3))
+        .load(&client, setup.plan(args.reload_ops, args.seed + 3))
         .await;
     cluster.shutdown().await;
     Ok((run.hit_ratio(), run.errors, prewarmed))
@@ -230,6 +230,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ScaleReport> {
     let dir = tempfile::tempdir()?;
     let store = open_store(&format!("file://{}", dir.path().display()))?;
     let value = Bytes::from(vec![b'x'; args.value_size.as_u64() as usize]);
+    let sizes = vec![value.len() as u32; args.keys as usize];
     futures::future::try_join_all((0..args.keys).map(|k| {
         let (store, value) = (store.clone(), value.clone());
         async move { store.put(&Path::from(key_name(k)), value.into()).await }
@@ -249,7 +250,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ScaleReport> {
     let setup = Setup {
         args: args.clone(),
         store,
-        value,
+        sizes,
     };
 
     // Without handoff first, on its own cluster.
@@ -272,7 +273,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ScaleReport> {
     let accepted = leaving.stats().handoff_sent;
     cluster.stop_node(0).await;
     let during = setup
-        .load(&client, setup.ops(args.window_ops / 4, args.seed + 4))
+        .load(&client, setup.plan(args.window_ops / 4, args.seed + 4))
         .await;
 
     // Scale to zero: graceful shutdown writes the manifests.

@@ -5,7 +5,8 @@ use cache_bench::ping::{self, PingArgs};
 use cache_bench::redis_server::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_runs_without_errors() {
+async fn demo_runs_without_errors_and_draws_its_charts() {
+    let dir = tempfile::tempdir().unwrap();
     // `run` fails if any request failed.
     demo::run(DemoArgs {
         objects: 300,
@@ -14,9 +15,23 @@ async fn demo_runs_without_errors() {
         read_ratio: 0.9,
         capacity: bytesize::ByteSize::kib(128),
         seed: 3,
+        plot: Some(dir.path().join("plots")),
+        json: Some(dir.path().join("demo.json")),
     })
     .await
     .unwrap();
+    for chart in ["hit_ratio.svg", "latency_cdf.svg"] {
+        assert!(dir.path().join("plots").join(chart).is_file(), "{chart}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("demo.json")).unwrap()).unwrap();
+    assert_eq!(json["ops"], 3000);
+    assert!(
+        json["baselines"]["store"]["throughput_ops_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
