@@ -12,8 +12,8 @@
 //! inserted is a candidate too, so an object that is needed later than everything else is not
 //! kept at all (bypass). An object's next *use* is its next get; when the next request for it
 //! is a put, its cached content will never be read again and its next use is "never". With
-//! equal sizes this is the optimal offline policy; with variable sizes the optimum is NP-hard
-//! and this is the standard upper-bound heuristic.
+//! equal sizes this is the optimal offline policy. With variable sizes the optimum is NP-hard,
+//! and this is the usual heuristic: close to the optimum in practice, but not a proven bound.
 
 use std::collections::{BTreeMap, BTreeSet};
 
