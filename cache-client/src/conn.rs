@@ -12,7 +12,7 @@
 //! next call opens a new stream.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,12 +47,13 @@ struct Waiting {
 #[derive(Clone)]
 struct Pipe {
     tx: mpsc::Sender<Pending>,
-    waiting: Arc<Mutex<Waiting>>,
+    /// Set when the stream ended; the same fact as `Waiting::closed`, readable without a lock.
+    closed: Arc<AtomicBool>,
 }
 
 impl Pipe {
     fn is_open(&self) -> bool {
-        !self.tx.is_closed() && !lock(&self.waiting).closed
+        !self.tx.is_closed() && !self.closed.load(Ordering::Acquire)
     }
 }
 
@@ -61,7 +62,8 @@ fn lock(w: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
     w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn fail_all(waiting: &Mutex<Waiting>, why: &str) {
+fn fail_all(waiting: &Mutex<Waiting>, closed: &AtomicBool, why: &str) {
+    closed.store(true, Ordering::Release);
     let slots = {
         let mut w = lock(waiting);
         w.closed = true;
@@ -96,7 +98,10 @@ pub(crate) struct NodeConn {
     addr: String,
     channel: Channel,
     config: Arc<ConnConfig>,
-    pipe: tokio::sync::Mutex<Option<Pipe>>,
+    /// The open pipe, read on every call.
+    pipe: std::sync::RwLock<Option<Pipe>>,
+    /// Held while a pipe is being opened, so that only one caller opens it.
+    opening: tokio::sync::Mutex<()>,
     health: Mutex<Health>,
     next_id: AtomicU64,
 }
@@ -116,7 +121,8 @@ impl NodeConn {
                 backoff: config.min_backoff,
             }),
             config,
-            pipe: tokio::sync::Mutex::new(None),
+            pipe: std::sync::RwLock::new(None),
+            opening: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
         })
     }
@@ -184,14 +190,23 @@ impl NodeConn {
         .map_err(|_| Error::Timeout(timeout))?
     }
 
+    fn open_pipe(&self) -> Option<Pipe> {
+        let slot = self.pipe.read().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().filter(|p| p.is_open()).cloned()
+    }
+
     /// The open pipe, or a new one.
     async fn pipe(&self) -> Result<Pipe> {
-        let mut slot = self.pipe.lock().await;
-        if let Some(pipe) = slot.as_ref().filter(|p| p.is_open()) {
-            return Ok(pipe.clone());
+        if let Some(pipe) = self.open_pipe() {
+            return Ok(pipe);
+        }
+        let _opening = self.opening.lock().await;
+        // Another caller may have opened it while this one waited.
+        if let Some(pipe) = self.open_pipe() {
+            return Ok(pipe);
         }
         let pipe = self.open().await?;
-        *slot = Some(pipe.clone());
+        *self.pipe.write().unwrap_or_else(|e| e.into_inner()) = Some(pipe.clone());
         Ok(pipe)
     }
 
@@ -207,9 +222,11 @@ impl NodeConn {
         self.mark_up();
         let mut inbound = response.into_inner();
         let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let closed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<Pending>(QUEUE);
 
         let reader_waiting = Arc::clone(&waiting);
+        let reader_closed = Arc::clone(&closed);
         let addr = self.addr.clone();
         tokio::spawn(async move {
             let why = loop {
@@ -227,14 +244,21 @@ impl NodeConn {
                 }
             };
             tracing::debug!(reason = %why, "pipe ended");
-            fail_all(&reader_waiting, &why);
+            fail_all(&reader_waiting, &reader_closed, &why);
         });
 
         let writer_waiting = Arc::clone(&waiting);
         let app = self.config.app.clone();
         let timeout_ms = u32::try_from(self.config.op_timeout.as_millis()).unwrap_or(u32::MAX);
-        tokio::spawn(writer(rx, batch_tx, writer_waiting, app, timeout_ms));
-        Ok(Pipe { tx, waiting })
+        tokio::spawn(writer(
+            rx,
+            batch_tx,
+            writer_waiting,
+            Arc::clone(&closed),
+            app,
+            timeout_ms,
+        ));
+        Ok(Pipe { tx, closed })
     }
 }
 
@@ -243,6 +267,7 @@ async fn writer(
     mut rx: mpsc::Receiver<Pending>,
     batch_tx: mpsc::Sender<pb::Batch>,
     waiting: Arc<Mutex<Waiting>>,
+    closed: Arc<AtomicBool>,
     app: String,
     timeout_ms: u32,
 ) {
@@ -276,7 +301,7 @@ async fn writer(
             ops,
         };
         if batch_tx.send(batch).await.is_err() {
-            fail_all(&waiting, "stream closed");
+            fail_all(&waiting, &closed, "stream closed");
             return;
         }
     }

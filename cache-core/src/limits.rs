@@ -91,8 +91,17 @@ pub fn validate_key(key: &str) -> Result<()> {
     if key.starts_with(RESERVED_PREFIX) {
         return invalid(format!("the prefix {RESERVED_PREFIX:?} is reserved"));
     }
-    if let Err(e) = object_store::path::Path::parse(key) {
-        return invalid(format!("not a valid object path: {e}"));
+    // The same rules as `object_store::path::Path::parse`, segment by segment, without
+    // building a path: this runs on every request.
+    for segment in key.split('/') {
+        if segment.is_empty() {
+            return invalid(format!(
+                "not a valid object path: {key:?} contains an empty path segment"
+            ));
+        }
+        if let Err(e) = object_store::path::PathPart::parse(segment) {
+            return invalid(format!("not a valid object path: {e}"));
+        }
     }
     Ok(())
 }

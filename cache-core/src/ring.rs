@@ -121,6 +121,12 @@ impl SharedMembership {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Runs `f` on the current snapshot without taking a reference to it (cheaper than
+    /// [`SharedMembership::load`] on a hot path).
+    pub fn with<R>(&self, f: impl FnOnce(&Membership) -> R) -> R {
+        f(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Swaps in `next` if its epoch is higher than the current one. Returns whether it did.
     pub fn replace_if_newer(&self, next: Membership) -> bool {
         let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());

@@ -444,14 +444,14 @@ impl CacheNode {
     }
 
     pub(crate) fn check_owner(&self, key: &str) -> Result<(), Error> {
-        let membership = self.inner.membership.load();
-        match self.inner.self_addr.get() {
+        let me = self.inner.self_addr.get();
+        self.inner.membership.with(|membership| match me {
             Some(me) if membership.owner(key) == me => Ok(()),
             _ => Err(Error::WrongOwner {
                 epoch: membership.epoch(),
                 members: membership.members().to_vec(),
             }),
-        }
+        })
     }
 
     /// The quick part of a get: validation, ownership and the cache lookup. `Ok(None)` means
