@@ -54,3 +54,47 @@ fn bad_flags_fail_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown scheme"), "{err}");
 }
+
+/// Two `cache-server` processes form a cluster; one is removed from the member list and sent
+/// SIGTERM: it hands its entries to the other before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_server_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let args = [
+        "--app",
+        "drain",
+        "--store",
+        &store,
+        "--drain-timeout-ms",
+        "10000",
+    ];
+    let a = common::Server::spawn(&args, &[]);
+    let b = common::Server::spawn(&args, &[]);
+    let both = vec![a.addr.clone(), b.addr.clone()];
+    let cache = CacheClient::builder()
+        .app("drain")
+        .nodes([a.addr.clone()])
+        .build()
+        .await
+        .unwrap();
+    cache.set_members(None, both.clone()).await.unwrap();
+    let keys: Vec<String> = (0..100).map(|i| format!("k/{i}")).collect();
+    for key in &keys {
+        cache.put(key, key.clone()).await.unwrap();
+    }
+    let on_b = keys.iter().filter(|k| cache.home_of(k) == b.addr).count();
+    assert!(on_b > 10, "{on_b} keys live on b");
+
+    // Remove b, then stop it: it drains to a first.
+    cache.set_members(None, vec![a.addr.clone()]).await.unwrap();
+    b.terminate();
+    let stats = cache.stats().await.unwrap();
+    let a_stats = stats.nodes[0].stats.as_ref().unwrap();
+    assert_eq!(a_stats.entries, keys.len() as u64, "every entry is at a");
+    for key in &keys {
+        let got = cache.get_entry(key).await.unwrap().unwrap();
+        assert_eq!(got.tier, cache_client::Tier::Home, "{key}");
+    }
+    a.terminate();
+}
