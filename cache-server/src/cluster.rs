@@ -47,6 +47,16 @@ pub struct LocalCluster {
     nodes: Vec<LocalNode>,
 }
 
+/// Waits (up to 10 s) until `node` has compared its member list with its peers'.
+async fn wait_announced(node: &CacheNode) {
+    if tokio::time::timeout(Duration::from_secs(10), node.announced())
+        .await
+        .is_err()
+    {
+        tracing::warn!(addr = ?node.addr(), "node did not announce itself within 10 s");
+    }
+}
+
 fn spawn(listener: TcpListener, addr: String, node: CacheNode) -> LocalNode {
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = node.clone();
@@ -91,6 +101,9 @@ impl LocalCluster {
                 .build()?;
             nodes.push(spawn(listener, addr.clone(), node));
         }
+        for node in &nodes {
+            wait_announced(&node.node).await;
+        }
         Ok(Self { nodes })
     }
 
@@ -126,7 +139,8 @@ impl LocalCluster {
             .epoch(epoch)
             .advertise(addr.clone())
             .build()?;
-        self.nodes.push(spawn(listener, addr.clone(), node));
+        self.nodes.push(spawn(listener, addr.clone(), node.clone()));
+        wait_announced(&node).await;
         Ok(addr)
     }
 

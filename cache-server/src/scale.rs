@@ -105,6 +105,8 @@ pub(crate) struct ScaleState {
     peers: Mutex<HashMap<String, Channel>>,
     handoff_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     drained: AtomicBool,
+    /// True once the start-up announcement is done (see [`CacheNode::announced`]).
+    announced: watch::Sender<bool>,
     advisor: Mutex<(Advisor, Option<(Instant, Totals)>)>,
     started: Instant,
     handoff_hits: AtomicU64,
@@ -128,6 +130,7 @@ impl ScaleState {
             peers: Mutex::default(),
             handoff_task: Mutex::default(),
             drained: AtomicBool::new(false),
+            announced: watch::channel(false).0,
             started: Instant::now(),
             handoff_hits: AtomicU64::new(0),
             handoff_sent: AtomicU64::new(0),
@@ -298,6 +301,17 @@ impl CacheNode {
             }
             self.relay(&current, &current).await;
         }
+        self.scale().announced.send_replace(true);
+    }
+
+    /// Completes once the node, after it started serving, has compared its member list with
+    /// its peers' (and, if it was started with a newer list, opened its handoff window and
+    /// passed the list on). A platform that starts a node for a scale-out and then pushes the
+    /// new list waits for this first, so that the new node is ready to take handed-off
+    /// entries.
+    pub async fn announced(&self) {
+        let mut done = self.scale().announced.subscribe();
+        let _ = done.wait_for(|d| *d).await;
     }
 
     fn open_window(&self, previous: Arc<Membership>) {
