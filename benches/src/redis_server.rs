@@ -21,6 +21,23 @@ impl RedisServer {
             .is_ok_and(|s| s.success())
     }
 
+    /// For tests: whether `redis-server` is on `PATH`. Without it a test skips, except under
+    /// `CI=true`, where this panics: CI installs it.
+    ///
+    /// # Panics
+    /// Under `CI=true` when `redis-server` is missing.
+    pub fn available_for_test() -> bool {
+        if Self::available() {
+            return true;
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is required in CI"
+        );
+        eprintln!("skipping: redis-server not found (scripts/test installs it)");
+        false
+    }
+
     /// Starts `redis-server` with no persistence, `maxmemory` bytes and `allkeys-lru`, and
     /// waits until it answers.
     ///

@@ -36,12 +36,7 @@ async fn demo_runs_without_errors_and_draws_its_charts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_compares_with_redis() {
-    if !RedisServer::available() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "redis-server is required in CI"
-        );
-        eprintln!("skipping: redis-server not found (scripts/test installs it)");
+    if !RedisServer::available_for_test() {
         return;
     }
     ping::run(PingArgs {
