@@ -902,40 +902,69 @@ impl CacheClient {
         let view = self.view();
         let membership = &view.membership;
         let mut last = None;
-        let candidates: Vec<&str> = if fallback_ok {
-            membership.candidates(key).collect()
-        } else {
-            vec![membership.owner(key)]
-        };
+        // The home node first; for reads, the rest of the ring's order after it, computed
+        // only when needed. `candidates` yields the owner first.
+        let limit = if fallback_ok { usize::MAX } else { 1 };
         // Every member has a connection: both come from one list.
         let conn = |addr: &str| Arc::clone(&view.conns[addr]);
-        // Skip nodes believed down, unless every candidate is: then try them all anyway.
-        let all_down = candidates.iter().all(|a| conn(a).is_down());
-        for (i, addr) in candidates.iter().enumerate() {
+        let mut skipped = Vec::new();
+        let mut tried = false;
+        for (i, addr) in membership.candidates(key).take(limit).enumerate() {
             let conn = conn(addr);
-            if conn.is_down() && !all_down {
+            if conn.is_down() {
+                // Believed down: try it only if no other candidate can be tried.
+                skipped.push((i, addr, conn));
                 continue;
             }
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if remaining.is_zero() {
-                return Err(Error::Timeout(self.inner.timeout));
-            }
-            let fallback = i > 0;
-            match conn.call(op(fallback), remaining).await {
-                Ok(pb::Reply {
-                    result: Some(result),
-                    ..
-                }) => return Ok(((*addr).to_owned(), membership.epoch(), result, fallback)),
-                Ok(_) => return Err(Error::Internal("a reply without a result".into())),
-                Err(Error::Unavailable(why)) => {
-                    conn.mark_down();
-                    last = Some(Error::Unavailable(why));
-                }
-                Err(Error::Timeout(_)) => return Err(Error::Timeout(self.inner.timeout)),
+            tried = true;
+            match self.call_node(&conn, i > 0, op, deadline).await {
+                Ok(result) => return Ok(((*addr).to_owned(), membership.epoch(), result, i > 0)),
+                Err(Error::Unavailable(why)) => last = Some(Error::Unavailable(why)),
                 Err(other) => return Err(other),
             }
         }
+        if !tried {
+            for (i, addr, conn) in skipped {
+                match self.call_node(&conn, i > 0, op, deadline).await {
+                    Ok(result) => {
+                        return Ok(((*addr).to_owned(), membership.epoch(), result, i > 0));
+                    }
+                    Err(Error::Unavailable(why)) => last = Some(Error::Unavailable(why)),
+                    Err(other) => return Err(other),
+                }
+            }
+        }
         Err(last.unwrap_or_else(|| Error::Unavailable("no node could be reached".into())))
+    }
+
+    /// One attempt on one node; a node that cannot be reached is marked down.
+    async fn call_node<F>(
+        &self,
+        conn: &NodeConn,
+        fallback: bool,
+        op: &F,
+        deadline: tokio::time::Instant,
+    ) -> Result<pb::reply::Result>
+    where
+        F: Fn(bool) -> pb::op::Kind,
+    {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(Error::Timeout(self.inner.timeout));
+        }
+        match conn.call(op(fallback), remaining).await {
+            Ok(pb::Reply {
+                result: Some(result),
+                ..
+            }) => Ok(result),
+            Ok(_) => Err(Error::Internal("a reply without a result".into())),
+            Err(Error::Unavailable(why)) => {
+                conn.mark_down();
+                Err(Error::Unavailable(why))
+            }
+            Err(Error::Timeout(_)) => Err(Error::Timeout(self.inner.timeout)),
+            Err(other) => Err(other),
+        }
     }
 
     fn count<T>(&self, result: Result<T>) -> Result<T> {

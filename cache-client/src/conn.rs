@@ -100,6 +100,8 @@ pub(crate) struct NodeConn {
     config: Arc<ConnConfig>,
     /// The open pipe, read on every call.
     pipe: std::sync::RwLock<Option<Pipe>>,
+    /// Set while the node is believed down: lets the common case skip the `health` lock.
+    down: AtomicBool,
     /// Held while a pipe is being opened, so that only one caller opens it.
     opening: tokio::sync::Mutex<()>,
     health: Mutex<Health>,
@@ -122,6 +124,7 @@ impl NodeConn {
             }),
             config,
             pipe: std::sync::RwLock::new(None),
+            down: AtomicBool::new(false),
             opening: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
         })
@@ -137,20 +140,26 @@ impl NodeConn {
 
     /// Whether the node failed recently and its backoff has not yet passed.
     pub(crate) fn is_down(&self) -> bool {
-        matches!(self.health().down_until, Some(t) if Instant::now() < t)
+        self.down.load(Ordering::Acquire)
+            && matches!(self.health().down_until, Some(t) if Instant::now() < t)
     }
 
     /// Records a connection failure: the node is skipped for a backoff that doubles with
     /// each failure, up to the maximum.
     pub(crate) fn mark_down(&self) {
         let mut h = self.health();
+        self.down.store(true, Ordering::Release);
         h.down_until = Some(Instant::now() + h.backoff);
         tracing::debug!(node = %self.addr, backoff = ?h.backoff, "node marked down");
         h.backoff = (h.backoff * 2).min(self.config.max_backoff);
     }
 
     fn mark_up(&self) {
+        if !self.down.load(Ordering::Acquire) {
+            return;
+        }
         let mut h = self.health();
+        self.down.store(false, Ordering::Release);
         if h.down_until.is_some() {
             tracing::debug!(node = %self.addr, "node back up");
         }
