@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 use hdrhistogram::Histogram;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 
 use crate::runner::{Sample, ScaleEvent};
@@ -205,6 +206,33 @@ fn color_of(system: &str, i: usize) -> RGBColor {
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
+/// Draws one line per system, with a legend entry when the chart has text.
+fn draw_lines<DB, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    lines: &[(String, Vec<(f64, f64)>)],
+    text: bool,
+) -> DrawResult
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, (name, points)) in lines.iter().enumerate() {
+        let color = color_of(name, i);
+        let series = chart.draw_series(LineSeries::new(
+            points.iter().copied(),
+            color.stroke_width(2),
+        ))?;
+        if text {
+            series.label(name.as_str()).legend(move |(x, y)| {
+                PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+        }
+    }
+    Ok(())
+}
+
 fn draw_hit_ratio<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     data: &ChartData,
@@ -247,18 +275,7 @@ where
         mesh.disable_x_mesh().disable_y_mesh();
     }
     mesh.draw()?;
-    for (i, (name, points)) in lines.iter().enumerate() {
-        let color = color_of(name, i);
-        let series = chart.draw_series(LineSeries::new(
-            points.iter().copied(),
-            color.stroke_width(2),
-        ))?;
-        if text {
-            series.label(name.as_str()).legend(move |(x, y)| {
-                PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3))
-            });
-        }
-    }
+    draw_lines(&mut chart, &lines, text)?;
     for (i, (name, ratio)) in data.references.iter().enumerate() {
         let color = color_of(name, i + 3);
         let dashed = (0..40).map(|k| {
@@ -346,18 +363,7 @@ where
         mesh.disable_x_mesh().disable_y_mesh();
     }
     mesh.draw()?;
-    for (i, (name, points)) in lines.iter().enumerate() {
-        let color = color_of(name, i);
-        let series = chart.draw_series(LineSeries::new(
-            points.iter().copied(),
-            color.stroke_width(2),
-        ))?;
-        if text {
-            series.label(name.as_str()).legend(move |(x, y)| {
-                PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3))
-            });
-        }
-    }
+    draw_lines(&mut chart, &lines, text)?;
     if text {
         chart
             .configure_series_labels()
