@@ -20,6 +20,7 @@ fn batch() -> pb::Batch {
                     key: format!("obj/{i:08}"),
                     ..Default::default()
                 })),
+                epoch: 1,
             })
             .collect(),
     }

@@ -524,16 +524,9 @@ impl CacheClient {
             return Reroute::Retry;
         }
         if epoch < ours.epoch() {
-            // The node has not heard of the change yet: tell it.
-            let request = pb::SetMembersRequest {
-                epoch: ours.epoch(),
-                members: ours.members().to_vec(),
-                relay: true,
-            };
-            if let Some(conn) = self.view().conns.get(from) {
-                let mut admin = pb::admin_client::AdminClient::new(conn.channel());
-                let _ = tokio::time::timeout(self.inner.timeout, admin.set_members(request)).await;
-            }
+            // The node has not heard of the change yet; the epoch the request carries makes
+            // it catch up from the store, so a retry finds it current.
+            tracing::debug!(node = %from, epoch, ours = ours.epoch(), "node behind");
             return Reroute::Retry;
         }
         match self.refresh_members().await {
@@ -542,18 +535,20 @@ impl CacheClient {
         }
     }
 
-    /// Sets the cache's member list, as a platform does on a scale event: the node that
-    /// receives it passes it to the others. `epoch` defaults to one more than the highest
-    /// epoch known. Returns the epoch set.
+    /// Sets the cache's member list, as a platform does on a scale event. The node that
+    /// receives it claims the epoch in the application's store (create-only, so two
+    /// controllers cannot both win one epoch), adopts it, and passes it to the others.
+    /// `epoch`: that epoch, which must be the next free one (or already claimed for the same
+    /// list); `None`: the next free one. Returns the epoch set.
     ///
     /// # Errors
-    /// [`Error::Config`] for an empty list, [`Error::Unavailable`] when no node answers.
+    /// [`Error::Config`] for an empty list, [`Error::InvalidRequest`] for an epoch claimed
+    /// for another list, [`Error::Unavailable`] when no node answers.
     pub async fn set_members(&self, epoch: Option<u64>, members: Vec<String>) -> Result<u64> {
-        let known = self.members().await.map(|m| m.epoch).unwrap_or(0);
-        let epoch = epoch.unwrap_or(known.max(self.membership().epoch()) + 1);
-        let next = Membership::new(epoch, members).map_err(|e| Error::Config(e.to_string()))?;
+        let next = Membership::new(epoch.unwrap_or(1), members)
+            .map_err(|e| Error::Config(e.to_string()))?;
         let request = pb::SetMembersRequest {
-            epoch,
+            epoch: epoch.unwrap_or(0),
             members: next.members().to_vec(),
             relay: false,
         };
@@ -573,10 +568,17 @@ impl CacheClient {
             match tokio::time::timeout(self.inner.timeout, admin.set_members(request.clone())).await
             {
                 Ok(Ok(reply)) => {
-                    self.adopt(epoch, next.members().to_vec());
-                    return Ok(reply.into_inner().epoch);
+                    let reply = reply.into_inner();
+                    self.adopt(reply.epoch, reply.members);
+                    return Ok(reply.epoch);
                 }
-                Ok(Err(status)) => last = Error::from_status(&status),
+                Ok(Err(status)) => {
+                    let err = Error::from_status(&status);
+                    if err.is_invalid_argument() {
+                        return Err(err);
+                    }
+                    last = err;
+                }
                 Err(_) => last = Error::Timeout(self.inner.timeout),
             }
         }
@@ -917,7 +919,10 @@ impl CacheClient {
                 continue;
             }
             tried = true;
-            match self.call_node(&conn, i > 0, op, deadline).await {
+            match self
+                .call_node(&conn, i > 0, op, membership.epoch(), deadline)
+                .await
+            {
                 Ok(result) => return Ok(((*addr).to_owned(), membership.epoch(), result, i > 0)),
                 Err(Error::Unavailable(why)) => last = Some(Error::Unavailable(why)),
                 Err(other) => return Err(other),
@@ -925,7 +930,10 @@ impl CacheClient {
         }
         if !tried {
             for (i, addr, conn) in skipped {
-                match self.call_node(&conn, i > 0, op, deadline).await {
+                match self
+                    .call_node(&conn, i > 0, op, membership.epoch(), deadline)
+                    .await
+                {
                     Ok(result) => {
                         return Ok(((*addr).to_owned(), membership.epoch(), result, i > 0));
                     }
@@ -943,6 +951,7 @@ impl CacheClient {
         conn: &NodeConn,
         fallback: bool,
         op: &F,
+        epoch: u64,
         deadline: tokio::time::Instant,
     ) -> Result<pb::reply::Result>
     where
@@ -952,7 +961,7 @@ impl CacheClient {
         if remaining.is_zero() {
             return Err(Error::Timeout(self.inner.timeout));
         }
-        match conn.call(op(fallback), remaining).await {
+        match conn.call(op(fallback), epoch, remaining).await {
             Ok(pb::Reply {
                 result: Some(result),
                 ..
@@ -1038,24 +1047,35 @@ impl CacheClient {
         })
     }
 
-    /// The member list as the first node that answers reports it.
+    /// The member list with the highest epoch that any member reports (all are asked at
+    /// once; a node that is behind does not hold the client back).
     ///
     /// # Errors
     /// [`Error::Unavailable`] when no node answers.
     pub async fn members(&self) -> Result<pb::MembersReply> {
-        let mut last = Error::Unavailable("no node answered".into());
         let view = self.view();
-        for addr in view.membership.members() {
+        let replies = futures::future::join_all(view.membership.members().iter().map(|addr| {
             let mut admin = pb::admin_client::AdminClient::new(view.conns[addr].channel());
-            match tokio::time::timeout(self.inner.timeout, admin.members(pb::MembersRequest {}))
-                .await
-            {
-                Ok(Ok(r)) => return Ok(r.into_inner()),
-                Ok(Err(status)) => last = Error::from_status(&status),
-                Err(_) => last = Error::Timeout(self.inner.timeout),
+            let timeout = self.inner.timeout;
+            async move {
+                match tokio::time::timeout(timeout, admin.members(pb::MembersRequest {})).await {
+                    Ok(Ok(r)) => Ok(r.into_inner()),
+                    Ok(Err(status)) => Err(Error::from_status(&status)),
+                    Err(_) => Err(Error::Timeout(timeout)),
+                }
+            }
+        }))
+        .await;
+        let mut last = Error::Unavailable("no node answered".into());
+        let mut best: Option<pb::MembersReply> = None;
+        for reply in replies {
+            match reply {
+                Ok(r) if best.as_ref().is_none_or(|b| r.epoch > b.epoch) => best = Some(r),
+                Ok(_) => {}
+                Err(e) => last = e,
             }
         }
-        Err(last)
+        best.ok_or(last)
     }
 }
 

@@ -167,12 +167,17 @@ impl NodeConn {
         h.backoff = self.config.min_backoff;
     }
 
-    /// Sends one op on the node's pipe and waits for its reply.
+    /// Sends one op, routed by membership `epoch`, on the node's pipe and waits for its reply.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when no stream can be opened or it breaks before the reply;
     /// [`Error::Timeout`] when `timeout` passes first.
-    pub(crate) async fn call(&self, kind: pb::op::Kind, timeout: Duration) -> Result<pb::Reply> {
+    pub(crate) async fn call(
+        &self,
+        kind: pb::op::Kind,
+        epoch: u64,
+        timeout: Duration,
+    ) -> Result<pb::Reply> {
         let deadline = tokio::time::Instant::now() + timeout;
         let pipe = tokio::time::timeout_at(deadline, self.pipe())
             .await
@@ -184,6 +189,7 @@ impl NodeConn {
             op: pb::Op {
                 id,
                 kind: Some(kind),
+                epoch,
             },
             reply,
         };

@@ -91,7 +91,7 @@ impl Error {
                 epoch: err.epoch,
                 members: err.members,
             },
-            pb::ErrorCode::StoreUnavailable => Error::Unavailable(msg),
+            pb::ErrorCode::StoreUnavailable | pb::ErrorCode::NotSettled => Error::Unavailable(msg),
             pb::ErrorCode::Timeout => Error::Timeout(Duration::ZERO),
             pb::ErrorCode::Overloaded => Error::Overloaded(msg),
             pb::ErrorCode::VersionMismatch => Error::VersionMismatch(msg),

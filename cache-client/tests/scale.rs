@@ -60,45 +60,74 @@ async fn cached_at_home(cluster: &LocalCluster, keys: &[String]) -> HashMap<Stri
     found
 }
 
+/// A new epoch claimed in the store by a controller that told no node at all: every node
+/// finds it by probing the store. Epochs no record backs, or claimed for another list, are
+/// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn epochs_converge_when_a_push_reached_one_node() {
+async fn epochs_converge_from_the_store_and_cannot_be_forged() {
     let store = open_store("memory:///").unwrap();
     let cluster = LocalCluster::start(3, |b| fast(b, &store)).await.unwrap();
     let addrs = cluster.addrs();
-    // Reach only node 0, as a relay (which is not passed on): gossip must do the rest.
-    let mut admin = pb::admin_client::AdminClient::connect(format!("http://{}", addrs[0]))
+    let two: Vec<String> = addrs[..2].to_vec();
+    let record = cache_core::fence::EpochRecord {
+        epoch: 2,
+        members: two.clone(),
+    };
+    store
+        .put(
+            &Path::from(cache_core::fence::EpochRecord::path(2)),
+            record.to_bytes().into(),
+        )
         .await
         .unwrap();
-    let reply = admin
-        .set_members(pb::SetMembersRequest {
-            epoch: 7,
-            members: addrs.clone(),
-            relay: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.adopted);
-    eventually("every node at epoch 7", async || {
+    eventually("every node at epoch 2", async || {
         cluster
             .nodes()
             .iter()
-            .all(|n| n.node.membership().epoch() == 7)
+            .all(|n| n.node.membership().epoch() == 2)
     })
     .await;
-    // A lower epoch is ignored.
-    let stale = admin
+    assert_eq!(cluster.node(2).membership().members(), two.as_slice());
+
+    // A relay of an epoch that no record claims is refused, and changes nothing.
+    let mut admin = pb::admin_client::AdminClient::connect(format!("http://{}", addrs[0]))
+        .await
+        .unwrap();
+    let forged = admin
         .set_members(pb::SetMembersRequest {
-            epoch: 3,
+            epoch: 7,
             members: vec![addrs[0].clone()],
-            relay: false,
+            relay: true,
         })
         .await
-        .unwrap()
-        .into_inner();
-    assert!(!stale.adopted);
-    assert_eq!(stale.epoch, 7);
-    assert_eq!(cluster.node(1).membership().members().len(), 3);
+        .unwrap_err();
+    assert_eq!(forged.code(), tonic::Code::InvalidArgument, "{forged:?}");
+    assert_eq!(cluster.node(0).membership().epoch(), 2);
+
+    // Two controllers race for epoch 3 with different lists, through different nodes:
+    // exactly one wins, and every node ends up with the winner's list.
+    let a = client(vec![addrs[0].clone()]).await;
+    let b = client(vec![addrs[1].clone()]).await;
+    let (ra, rb) = tokio::join!(
+        a.set_members(Some(3), addrs.clone()),
+        b.set_members(Some(3), vec![addrs[1].clone()]),
+    );
+    assert!(ra.is_ok() != rb.is_ok(), "one winner: {ra:?} {rb:?}");
+    let loser = if ra.is_ok() { rb } else { ra };
+    assert!(
+        matches!(loser, Err(Error::InvalidRequest(ref why)) if why.contains("already claimed")),
+        "{loser:?}"
+    );
+    let winner = cluster.node(0).membership().members().to_vec();
+    eventually("every node at the winner's epoch 3", async || {
+        cluster
+            .nodes()
+            .iter()
+            .all(|n| n.node.membership().epoch() == 3 && n.node.membership().members() == winner)
+    })
+    .await;
+    // Epochs are claimed in order: skipping one is refused.
+    assert!(a.set_members(Some(9), addrs.clone()).await.is_err());
     cluster.shutdown().await;
 }
 
@@ -139,42 +168,38 @@ async fn scale_out_hands_every_entry_to_its_new_home() {
     cluster.shutdown().await;
 }
 
+/// Just after a change, a new owner's miss asks the key's previous owner (tier handoff)
+/// before the store. The previous owners here hand nothing over themselves, so every moved
+/// key must come through `Peek`: without it, they would all be store reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_owner_asks_the_previous_owner_before_the_store() {
     let store = open_store("memory:///").unwrap();
-    let mut cluster = LocalCluster::start(2, |b| fast(b, &store)).await.unwrap();
+    let mut cluster = LocalCluster::start(2, |b| fast(b, &store).handoff(false))
+        .await
+        .unwrap();
     let cache = client(cluster.addrs()).await;
     let keys: Vec<String> = (0..200).map(|i| format!("k/{i}")).collect();
     for key in &keys {
         cache.put(key, "v").await.unwrap();
     }
-    let new = cluster
-        .add_node(|b| fast(b, &store).handoff_window(Duration::from_secs(20)))
-        .await
-        .unwrap();
-    // The new node announces itself on start; a later push with the same members changes
-    // only the epoch and moves nothing.
-    let mut admin = pb::admin_client::AdminClient::connect(format!("http://{new}"))
-        .await
-        .unwrap();
-    let members = cluster.running();
-    admin
-        .set_members(pb::SetMembersRequest {
-            epoch: 9,
-            members: members.clone(),
-            relay: true,
-        })
-        .await
-        .unwrap();
-    cache.refresh_members().await.unwrap();
+    let new = cluster.add_node(|b| fast(b, &store)).await.unwrap();
+    let epoch = cache.set_members(None, cluster.running()).await.unwrap();
+    // Moved keys are served from caches once every previous owner is fenced (sealed).
+    eventually("the new epoch sealed", async || {
+        cluster.nodes()[2].node.stats().sealed == epoch
+    })
+    .await;
     let moved: Vec<&String> = keys.iter().filter(|k| cache.home_of(k) == new).collect();
+    assert!(moved.len() > 30, "{} keys moved", moved.len());
     let mut tiers = HashMap::new();
     for key in &moved {
         let got = cache.get_entry(key).await.unwrap().unwrap();
         *tiers.entry(format!("{:?}", got.tier)).or_insert(0) += 1;
     }
-    // Each moved key came from the previous owner or was already handed over; none missed.
-    assert_eq!(tiers.get("Store"), None, "{tiers:?}");
+    assert_eq!(tiers.get("Handoff"), Some(&moved.len()), "{tiers:?}");
+    let stats = cluster.nodes()[2].node.stats();
+    assert_eq!(stats.handoff_received, 0);
+    assert_eq!(stats.handoff_hits, moved.len() as u64);
     cluster.shutdown().await;
 }
 

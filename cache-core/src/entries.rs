@@ -1,20 +1,28 @@
 //! The entry store: a byte-bounded `moka` cache of blobs with their versions.
 //!
 //! # Consistency with the blob store
-//! The node writes the store first and the cache second, and reads the store on a miss. Two
-//! races could leave the cache holding content the store no longer has. Both are closed here:
-//! - **Write against write.** Writes to one key run under a striped lock that is held across
-//!   the store call and the cache update ([`EntryStore::write_through`]), so the cache applies
-//!   writes in the order the store did.
-//! - **Write against a miss.** A miss reads the stripe's write generation before it calls the
-//!   store and caches the result only if no write finished since ([`EntryStore::get_or_load`]).
-//!   A load that raced a write is returned to its caller, which asked before the write
-//!   finished, but is not cached.
+//! The node writes the store first and the cache second, and reads the store on a miss. No
+//! lock is held while the store is called; instead each stripe of keys has a *generation*,
+//! bumped under a short lock whenever a write begins or ends, an entry is invalidated, or the
+//! node's ownership changes ([`EntryStore::bump_all`]):
+//! - **A write** ([`EntryStore::write_through`]) first drops the cached copy, so that no
+//!   read served from the cache can return the old content once the store may hold the new
+//!   one. After the store call it caches the new entry only if the stripe's generation is the
+//!   one its start left: no other write, invalidation or ownership change overlapped it, so
+//!   the cache cannot end up with an older version than the store.
+//! - **A miss** ([`EntryStore::load`]) reads the generation before it calls the store and
+//!   caches the result only if it is unchanged. A load that raced a write is returned to its
+//!   caller, which asked before the write finished, but is not cached.
+//! - **An unknown outcome.** A write that failed in a way that may still have reached the
+//!   store (a timeout, an outage) leaves nothing cached, and marks its key *suspect* for a
+//!   while ([`EntryStoreBuilder::suspect_for`]): loads of a suspect key are served but not
+//!   cached, so a write that lands late cannot leave an older copy behind for good.
 //!
 //! Concurrent misses on one key share one load (moka's `try_get_with`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use moka::future::Cache;
@@ -29,7 +37,14 @@ use crate::version::Version;
 /// Bytes charged to each entry on top of its key and value, for the entry's own bookkeeping.
 pub const ENTRY_OVERHEAD_BYTES: u64 = 64;
 
-const STRIPES: usize = 1024;
+const STRIPES: usize = 4096;
+
+/// How long a key stays suspect after a write of unknown outcome, unless configured.
+pub const DEFAULT_SUSPECT_FOR: Duration = Duration::from_secs(10);
+
+/// Keys remembered as suspect at most (a bound on memory; past it the oldest are forgotten
+/// early, which only shortens their window).
+const MAX_SUSPECTS: u64 = 64 * 1024;
 
 /// A cached blob: its bytes and the version the store gave them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,8 +127,10 @@ struct Inner {
     ghosts: moka::sync::Cache<u64, ()>,
     capacity: u64,
     counters: Arc<Counters>,
-    // Each stripe's write generation, guarded by the lock that serialises its writes.
+    // Each stripe's generation (see the module docs), under a lock held only briefly.
     stripes: Box<[Mutex<u64>]>,
+    // Hashes of keys whose last write has an unknown outcome, until their window ends.
+    suspects: moka::sync::Cache<u64, ()>,
 }
 
 impl std::fmt::Debug for EntryStore {
@@ -131,8 +148,15 @@ pub fn entry_weight(key: &str, entry: &Entry) -> u32 {
 }
 
 impl EntryStore {
-    /// A store that holds at most `capacity_bytes`, counted by [`entry_weight`].
+    /// A store that holds at most `capacity_bytes`, counted by [`entry_weight`], with the
+    /// default suspect window ([`DEFAULT_SUSPECT_FOR`]).
     pub fn new(capacity_bytes: u64) -> Self {
+        Self::with_suspect_window(capacity_bytes, DEFAULT_SUSPECT_FOR)
+    }
+
+    /// A store that holds at most `capacity_bytes`, and keeps a key whose write had an unknown
+    /// outcome uncached for `suspect_for` (set it to at least the store call timeout).
+    pub fn with_suspect_window(capacity_bytes: u64, suspect_for: Duration) -> Self {
         let counters = Arc::new(Counters::default());
         let on_evict = Arc::clone(&counters);
         // Remember about as many evicted keys as fit in the cache at 1 KiB each.
@@ -149,6 +173,10 @@ impl EntryStore {
             })
             .build();
         let stripes = (0..STRIPES).map(|_| Mutex::new(0)).collect();
+        let suspects = moka::sync::Cache::builder()
+            .max_capacity(MAX_SUSPECTS)
+            .time_to_live(suspect_for.max(Duration::from_millis(1)))
+            .build();
         Self {
             inner: Arc::new(Inner {
                 cache,
@@ -156,6 +184,7 @@ impl EntryStore {
                 capacity: capacity_bytes,
                 counters,
                 stripes,
+                suspects,
             }),
         }
     }
@@ -219,7 +248,7 @@ impl EntryStore {
                 Err(e) => return Err(LoadOutcome::Failed(e)),
             };
             let current = stripe.lock().await;
-            if *current == generation {
+            if *current == generation && !self.is_suspect(key) {
                 cache.insert(Arc::from(key), entry.clone()).await;
                 self.inner.counters.inserts.fetch_add(1, Ordering::Relaxed);
             }
@@ -238,9 +267,12 @@ impl EntryStore {
         }
     }
 
-    /// Runs `write` (the store call) under the key's write lock, then applies its result to the
-    /// cache: `Some(entry)` is cached, `None` (a delete) removes the key. A failed write
-    /// leaves the cache as it was.
+    /// Runs `write` (the store call) with no lock held, then applies its result to the cache:
+    /// `Some(entry)` is cached, `None` (a delete) leaves the key uncached. The cached copy is
+    /// dropped before `write` runs. When another write, an invalidation or a change of
+    /// ownership overlapped this one, nothing is cached: which of them the store applied last
+    /// is unknown, and the next read loads it. A failed write leaves the key uncached; one
+    /// whose outcome is unknown ([`Error::outcome_unknown`]) also makes it suspect.
     ///
     /// # Errors
     /// The error `write` returned.
@@ -249,17 +281,48 @@ impl EntryStore {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Entry>, Error>>,
     {
-        let mut generation = self.stripe(key).lock().await;
-        let written = write().await?;
-        *generation += 1;
+        let stripe = self.stripe(key);
+        let started = {
+            let mut generation = stripe.lock().await;
+            *generation += 1;
+            self.inner.cache.invalidate(key).await;
+            *generation
+        };
+        let written = write().await;
+        let mut generation = stripe.lock().await;
         match &written {
-            Some(entry) => {
+            Ok(Some(entry)) if *generation == started => {
                 self.inner.cache.insert(Arc::from(key), entry.clone()).await;
                 self.inner.counters.inserts.fetch_add(1, Ordering::Relaxed);
             }
-            None => self.inner.cache.invalidate(key).await,
+            Ok(_) => self.inner.cache.invalidate(key).await,
+            Err(e) => {
+                if e.outcome_unknown() {
+                    self.inner.suspects.insert(key_hash(key), ());
+                }
+                self.inner.cache.invalidate(key).await;
+            }
         }
-        Ok(written)
+        *generation += 1;
+        written
+    }
+
+    /// Marks `key` suspect: loads of it are not cached for the suspect window.
+    pub fn mark_suspect(&self, key: &str) {
+        self.inner.suspects.insert(key_hash(key), ());
+    }
+
+    /// Whether `key` is suspect (see [`EntryStore::write_through`]).
+    pub fn is_suspect(&self, key: &str) -> bool {
+        self.inner.suspects.contains_key(&key_hash(key))
+    }
+
+    /// Bumps every stripe's generation, so that no load or write in progress caches its
+    /// result. Called when the node's ownership changes.
+    pub async fn bump_all(&self) {
+        for stripe in self.inner.stripes.iter() {
+            *stripe.lock().await += 1;
+        }
     }
 
     /// Drops any cached entry for `key` and loads it afresh with `load`, as [`EntryStore::load`].
@@ -277,28 +340,22 @@ impl EntryStore {
         self.load(key, load).await
     }
 
-    /// Caches `entry` for `key` unless `refuse()`, asked under the key's write lock, says not
-    /// to. Used for entries handed over from another node: the receiver refuses keys it wrote
-    /// since the change, whose cached versions are newer. Returns whether it cached the entry.
+    /// Caches `entry` for `key` unless `refuse()`, asked under the stripe's lock, says not to,
+    /// or the key is cached already (a copy loaded or written here is at least as new), or
+    /// the key is suspect. Used for entries handed over from another node. Returns whether it
+    /// cached the entry.
     pub async fn insert_unless<F>(&self, key: &str, entry: Entry, refuse: F) -> bool
     where
         F: FnOnce() -> bool,
     {
         let mut generation = self.stripe(key).lock().await;
-        if refuse() {
+        if refuse() || self.is_suspect(key) || self.inner.cache.contains_key(key) {
             return false;
         }
         *generation += 1;
         self.inner.cache.insert(Arc::from(key), entry).await;
         self.inner.counters.inserts.fetch_add(1, Ordering::Relaxed);
         true
-    }
-
-    /// Waits until every write that holds a key's write lock now has finished.
-    pub async fn barrier(&self) {
-        for stripe in self.inner.stripes.iter() {
-            drop(stripe.lock().await);
-        }
     }
 
     /// Every cached key with its entry (a point-in-time copy; values are shared, not copied).
@@ -433,7 +490,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delete_removes_and_failed_write_keeps() {
+    async fn delete_removes_and_a_failed_write_leaves_nothing_cached() {
         let store = EntryStore::new(1 << 20);
         store
             .write_through("k", || async { Ok(Some(entry("v", "1"))) })
@@ -441,15 +498,123 @@ mod tests {
             .unwrap();
         let err = store
             .write_through("k", || async {
-                Err(Error::StoreUnavailable("down".into()))
+                Err(Error::VersionMismatch {
+                    expected: "0".into(),
+                    found: "1".into(),
+                })
             })
             .await;
         assert!(err.is_err());
-        assert_eq!(store.peek("k").await.unwrap().version.as_str(), "1");
+        assert_eq!(store.peek("k").await, None, "the next read reloads");
+        assert!(!store.is_suspect("k"), "a definite failure is not suspect");
+        store
+            .write_through("k", || async { Ok(Some(entry("v", "2"))) })
+            .await
+            .unwrap();
         store
             .write_through("k", || async { Ok(None) })
             .await
             .unwrap();
+        assert_eq!(store.peek("k").await, None);
+    }
+
+    /// A write whose outcome is unknown (it may land in the store later) leaves the key
+    /// uncached, and loads of it are served but not cached while it is suspect.
+    #[tokio::test]
+    async fn an_unknown_outcome_makes_the_key_suspect() {
+        let store = EntryStore::with_suspect_window(1 << 20, Duration::from_millis(200));
+        store
+            .write_through("k", || async { Ok(Some(entry("old", "1"))) })
+            .await
+            .unwrap();
+        let err = store
+            .write_through("k", || async {
+                Err(Error::StoreUnavailable("timed out".into()))
+            })
+            .await;
+        assert!(err.is_err());
+        assert_eq!(store.peek("k").await, None);
+        assert!(store.is_suspect("k"));
+        let (seen, how) = store
+            .get_or_load("k", || async { Ok(entry("old", "1")) })
+            .await
+            .unwrap();
+        assert_eq!((seen.version.as_str(), how), ("1", Lookup::Loaded));
+        assert_eq!(
+            store.peek("k").await,
+            None,
+            "a suspect key's load is not cached"
+        );
+        assert!(
+            !store.insert_unless("k", entry("old", "1"), || false).await,
+            "nor a handed-over copy"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!store.is_suspect("k"));
+        store
+            .get_or_load("k", || async { Ok(entry("new", "2")) })
+            .await
+            .unwrap();
+        assert_eq!(store.peek("k").await.unwrap().version.as_str(), "2");
+    }
+
+    /// Two writes of one key that overlap leave nothing cached: the store may have applied
+    /// them in either order.
+    #[tokio::test]
+    async fn overlapping_writes_cache_nothing() {
+        let store = EntryStore::new(1 << 20);
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let (started, in_store_call) = tokio::sync::oneshot::channel::<()>();
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write_through("k", || async move {
+                        started.send(()).unwrap();
+                        wait.await.unwrap();
+                        Ok(Some(entry("first", "1")))
+                    })
+                    .await
+            })
+        };
+        in_store_call.await.unwrap();
+        // No lock is held across the first write's store call: this one runs meanwhile.
+        store
+            .write_through("k", || async { Ok(Some(entry("second", "2"))) })
+            .await
+            .unwrap();
+        assert_eq!(store.peek("k").await.unwrap().version.as_str(), "2");
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(
+            store.peek("k").await,
+            None,
+            "which write landed last is unknown"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_of_ownership_stops_loads_in_progress_from_caching() {
+        let store = EntryStore::new(1 << 20);
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let loader = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .get_or_load("k", || async move {
+                        wait.await.unwrap();
+                        Ok(entry("v", "1"))
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        while store.stats().misses == 0 {
+            tokio::task::yield_now().await;
+        }
+        store.bump_all().await;
+        release.send(()).unwrap();
+        assert_eq!(loader.await.unwrap().1, Lookup::Loaded);
         assert_eq!(store.peek("k").await, None);
     }
 
@@ -486,9 +651,12 @@ mod tests {
         let store = EntryStore::new(1 << 20);
         assert!(store.insert_unless("a", entry("v", "1"), || false).await);
         assert!(!store.insert_unless("b", entry("v", "1"), || true).await);
+        assert!(
+            !store.insert_unless("a", entry("w", "0"), || false).await,
+            "a cached copy is at least as new"
+        );
         assert_eq!(store.peek("a").await.unwrap().version.as_str(), "1");
         assert_eq!(store.peek("b").await, None);
-        store.barrier().await;
         assert_eq!(store.snapshot().len(), 1);
     }
 

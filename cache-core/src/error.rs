@@ -61,9 +61,20 @@ pub enum Error {
         /// The version found ("" for: no blob).
         found: String,
     },
+    /// A key's previous owners are not all fenced yet, so the node cannot take a write for it.
+    #[error("not settled: {0}")]
+    NotSettled(String),
     /// The node is refusing work to protect itself.
     #[error("overloaded: {0}")]
     Overloaded(String),
+}
+
+impl Error {
+    /// Whether an operation that failed with this error may still have taken effect in the
+    /// blob store (a timeout or an outage after the request may have been sent).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::StoreUnavailable(_) | Self::Timeout(_))
+    }
 }
 
 /// `Result` with this crate's [`Error`].

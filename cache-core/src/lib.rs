@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`ring`]: the epoch-numbered [`Membership`] and its consistent-hash ring. Client and
 //!   server both route a key with [`Membership::owner`].
+//! - [`fence`]: fenced ownership: epoch records claimed in the store, acks and seals, and
+//!   whether a key is settled enough to serve from the cache ([`fence::Ownership`]).
 //! - [`limits`]: key and value validation ([`validate_key`], [`Limits`]).
 //! - [`version`]: [`Version`], the store's ETag for a blob's content.
 //! - [`entries`]: the [`EntryStore`] on `moka`, with read-through and write-through
@@ -23,6 +25,7 @@ pub mod advisor;
 pub mod clock;
 pub mod entries;
 pub mod error;
+pub mod fence;
 pub mod history;
 pub mod hot;
 pub mod limits;

@@ -50,6 +50,10 @@ pub struct Args {
     /// (0 turns pre-warming and manifests off).
     #[arg(long, default_value_t = 0.5)]
     pub prewarm_fraction: f64,
+    /// Switches epoch fencing off. Unsafe: only for checking that the checker catches stale
+    /// reads.
+    #[arg(long, hide = true)]
+    pub unfenced: bool,
 }
 
 /// Runs a node as `args` say until `shutdown` completes.
@@ -79,6 +83,7 @@ where
         .drain_timeout(Duration::from_millis(args.drain_timeout_ms))
         .prewarm(args.prewarm_fraction > 0.0)
         .prewarm_fraction(args.prewarm_fraction)
+        .fencing(!args.unfenced)
         .build()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = args.metrics.map(|addr| {

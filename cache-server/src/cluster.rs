@@ -47,13 +47,13 @@ pub struct LocalCluster {
     nodes: Vec<LocalNode>,
 }
 
-/// Waits (up to 10 s) until `node` has compared its member list with its peers'.
-async fn wait_announced(node: &CacheNode) {
-    if tokio::time::timeout(Duration::from_secs(10), node.announced())
+/// Waits (up to 10 s) until `node` has its membership epoch from the store.
+async fn wait_ready(node: &CacheNode) {
+    if tokio::time::timeout(Duration::from_secs(10), node.ready())
         .await
         .is_err()
     {
-        tracing::warn!(addr = ?node.addr(), "node did not announce itself within 10 s");
+        tracing::warn!(addr = ?node.addr(), "node was not ready within 10 s");
     }
 }
 
@@ -102,14 +102,27 @@ impl LocalCluster {
             nodes.push(spawn(listener, addr.clone(), node));
         }
         for node in &nodes {
-            wait_announced(&node.node).await;
+            wait_ready(&node.node).await;
+        }
+        // A store that a cluster used before holds that cluster's epochs: make these nodes
+        // the members, as a platform does after starting them.
+        if let Some(first) = nodes.first() {
+            let mut wanted = addrs.clone();
+            wanted.sort();
+            if first.node.membership().members() != wanted.as_slice() {
+                first
+                    .node
+                    .set_members(None, addrs)
+                    .await
+                    .map_err(|e| crate::Error::Config(e.to_string()))?;
+            }
         }
         Ok(Self { nodes })
     }
 
-    /// Starts one more node, configured by `configure`, whose member list is every running
-    /// node plus itself at the next epoch. The other nodes do not know it yet: announce it
-    /// with [`CacheNode::set_members`]. Returns its address.
+    /// Starts one more node, configured by `configure`. It adopts the cluster's newest epoch
+    /// from the store, in which it is not a member yet: add it with
+    /// [`CacheNode::set_members`]. Returns its address.
     ///
     /// # Errors
     /// Binding or configuration errors.
@@ -119,14 +132,6 @@ impl LocalCluster {
     {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
-        let epoch = self
-            .nodes
-            .iter()
-            .filter(|n| n.is_running())
-            .map(|n| n.node.membership().epoch())
-            .max()
-            .unwrap_or(0)
-            + 1;
         let mut members: Vec<String> = self
             .nodes
             .iter()
@@ -136,11 +141,10 @@ impl LocalCluster {
         members.push(addr.clone());
         let node = configure(CacheNode::builder())
             .members(members)
-            .epoch(epoch)
             .advertise(addr.clone())
             .build()?;
         self.nodes.push(spawn(listener, addr.clone(), node.clone()));
-        wait_announced(&node).await;
+        wait_ready(&node).await;
         Ok(addr)
     }
 

@@ -38,11 +38,14 @@
 //! # Ok(()) }
 //! ```
 
+mod advice;
 pub mod cli;
 pub mod cluster;
+mod epochs;
 pub mod error;
 pub mod metrics;
 pub mod node;
+mod prewarm;
 mod scale;
 pub mod serve;
 pub mod service;

@@ -6,14 +6,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cache_core::fence::{Access, Ownership};
 use cache_core::hot::FrequencySketch;
 use cache_core::{
-    Entry, EntryStore, Error, Limits, Lookup, Membership, SharedMembership, Version, key_hash,
-    validate_key,
+    Entry, EntryStore, Error, Limits, Lookup, Membership, Version, key_hash, validate_key,
 };
 use cache_proto::v1 as pb;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use tokio::sync::broadcast;
 use tracing::Instrument;
 
@@ -59,13 +59,13 @@ pub struct CacheNodeBuilder {
     capacity_bytes: u64,
     limits: Limits,
     members: Vec<String>,
-    epoch: u64,
     advertise: Option<String>,
     store_timeout: Duration,
     op_timeout: Duration,
     max_inflight_per_stream: usize,
     max_batch_ops: usize,
     hot_threshold: u32,
+    fencing: bool,
     scale: crate::scale::ScaleConfig,
 }
 
@@ -77,13 +77,13 @@ impl Default for CacheNodeBuilder {
             capacity_bytes: DEFAULT_CAPACITY_BYTES,
             limits: Limits::default(),
             members: Vec::new(),
-            epoch: 1,
             advertise: None,
             store_timeout: Duration::from_secs(10),
             op_timeout: Duration::from_secs(5),
             max_inflight_per_stream: 1024,
             max_batch_ops: 4096,
             hot_threshold: DEFAULT_HOT_THRESHOLD,
+            fencing: true,
             scale: crate::scale::ScaleConfig::default(),
         }
     }
@@ -115,7 +115,10 @@ impl CacheNodeBuilder {
         self
     }
 
-    /// The full member list, this node included, as `host:port` addresses. Required.
+    /// The member list to claim as epoch 1 when the application's store holds no epoch yet
+    /// (a new cluster), as `host:port` addresses. A node that joins a running cluster adopts
+    /// the store's newest epoch instead, and serves once a change of members adds it.
+    /// Required.
     pub fn members<I, S>(mut self, members: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -125,9 +128,19 @@ impl CacheNodeBuilder {
         self
     }
 
-    /// The epoch of the initial member list. Default: 1.
-    pub fn epoch(mut self, epoch: u64) -> Self {
-        self.epoch = epoch;
+    /// Whether ownership is fenced (see [`cache_core::fence`]). Turning it off is unsafe: a
+    /// scale event can then serve stale data. It exists only as a negative control, to show
+    /// that the correctness checks catch that. Default: true.
+    pub fn fencing(mut self, on: bool) -> Self {
+        self.fencing = on;
+        self
+    }
+
+    /// How long a node waits before it takes a peer that refuses connections (its process is
+    /// gone) as fenced, and how long a node that just started waits before it answers fence
+    /// requests: time for store writes a dead process had already sent to land. Default: 1 s.
+    pub fn fence_grace(mut self, grace: Duration) -> Self {
+        self.scale.fence_grace = grace;
         self
     }
 
@@ -180,15 +193,15 @@ impl CacheNodeBuilder {
         self
     }
 
-    /// How long after a change of members a new owner asks a key's previous owner before the
-    /// store, and accepts handed-off entries. Default: 30 s.
+    /// How long after a change of members a node keeps the entries it gave up, for their new
+    /// owners to fetch (`Peek`) and to be handed over. Default: 30 s.
     pub fn handoff_window(mut self, window: Duration) -> Self {
         self.scale.handoff_window = window;
         self
     }
 
-    /// How often the node asks a random peer for its member list, adopting a newer one.
-    /// Default: 1 s.
+    /// How often the node asks the store whether a newer epoch was claimed, and a random peer
+    /// (of its current and previous lists) for its epoch. Default: 1 s.
     pub fn gossip_interval(mut self, interval: Duration) -> Self {
         self.scale.gossip_interval = interval;
         self
@@ -246,20 +259,27 @@ impl CacheNodeBuilder {
         let store = self
             .store
             .ok_or_else(|| crate::Error::Config("a blob store is required".into()))?;
-        let membership = Membership::new(self.epoch, self.members)
-            .map_err(|e| crate::Error::Config(e.to_string()))?;
+        let membership =
+            Membership::new(0, self.members).map_err(|e| crate::Error::Config(e.to_string()))?;
         let self_addr = OnceLock::new();
         if let Some(addr) = self.advertise {
             check_member(&membership, &addr)?;
             let _ = self_addr.set(addr);
         }
+        let me = self_addr.get().cloned().unwrap_or_default();
+        let ownership = Ownership::new(me, membership, self.fencing);
+        let epochs = crate::epochs::Epochs::new(Arc::clone(&store), ownership, self.store_timeout);
         Ok(CacheNode {
             inner: Arc::new(Inner {
                 app,
                 store,
-                entries: EntryStore::new(self.capacity_bytes),
+                entries: EntryStore::with_suspect_window(
+                    self.capacity_bytes,
+                    // A write of unknown outcome may land up to a store call's timeout later.
+                    self.store_timeout.saturating_mul(2),
+                ),
                 limits: self.limits,
-                membership: SharedMembership::new(membership),
+                epochs,
                 self_addr,
                 store_timeout: self.store_timeout,
                 op_timeout: self.op_timeout,
@@ -271,6 +291,7 @@ impl CacheNodeBuilder {
                 scale: crate::scale::ScaleState::new(self.scale),
                 hot_threshold: self.hot_threshold,
                 invalidations: broadcast::channel(INVALIDATION_BACKLOG).0,
+                conditional: Default::default(),
             }),
         })
     }
@@ -304,6 +325,8 @@ struct Counters {
     not_modified: AtomicU64,
     invalidations_sent: AtomicU64,
     hot_replies: AtomicU64,
+    unsettled_reads: AtomicU64,
+    not_settled: AtomicU64,
 }
 
 /// One cachelet: a byte-bounded cache in front of the application's blob store. Cheap to
@@ -319,7 +342,7 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) entries: EntryStore,
     limits: Limits,
-    pub(crate) membership: SharedMembership,
+    pub(crate) epochs: crate::epochs::Epochs,
     self_addr: OnceLock<String>,
     store_timeout: Duration,
     op_timeout: Duration,
@@ -331,6 +354,25 @@ pub(crate) struct Inner {
     pub(crate) scale: crate::scale::ScaleState,
     hot_threshold: u32,
     invalidations: broadcast::Sender<pb::Invalidation>,
+    /// Serialises writes per stripe of keys, only on stores without conditional writes
+    /// (see [`CacheNode::put`]).
+    conditional: ConditionalFallback,
+}
+
+/// Stripes of locks for stores that lack conditional writes.
+#[derive(Debug)]
+struct ConditionalFallback {
+    unsupported: AtomicBool,
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+}
+
+impl Default for ConditionalFallback {
+    fn default() -> Self {
+        Self {
+            unsupported: AtomicBool::new(false),
+            stripes: (0..1024).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
 }
 
 /// What a read asks for, beyond its key.
@@ -342,6 +384,8 @@ pub struct ReadOptions<'a> {
     pub strict: bool,
     /// The version the caller holds, if any.
     pub if_none_match: Option<&'a str>,
+    /// The membership epoch the caller routed by (0: none).
+    pub epoch: u64,
 }
 
 /// A read's answer.
@@ -378,7 +422,7 @@ impl CacheNode {
 
     /// The node's current member list.
     pub fn membership(&self) -> Arc<Membership> {
-        self.inner.membership.load()
+        self.inner.epochs.current()
     }
 
     /// This node's address in the member list, once known.
@@ -408,6 +452,7 @@ impl CacheNode {
     pub(crate) fn set_addr(&self, addr: String) -> crate::Result<()> {
         if self.inner.self_addr.get().is_none() {
             check_member(&self.membership(), &addr)?;
+            self.inner.epochs.set_me(&addr);
             let _ = self.inner.self_addr.set(addr);
         }
         Ok(())
@@ -443,20 +488,23 @@ impl CacheNode {
         }
     }
 
-    pub(crate) fn check_owner(&self, key: &str) -> Result<(), Error> {
-        let me = self.inner.self_addr.get();
-        self.inner.membership.with(|membership| match me {
-            Some(me) if membership.owner(key) == me => Ok(()),
-            _ => Err(Error::WrongOwner {
-                epoch: membership.epoch(),
-                members: membership.members().to_vec(),
-            }),
-        })
+    /// How this node may serve `key` for a request routed by `epoch` (0: none), after
+    /// adopting a newer epoch the request carries.
+    async fn access(&self, key: &str, epoch: u64) -> Result<Access, Error> {
+        if let Some(access) = self.inner.epochs.access(key, epoch)? {
+            return Ok(access);
+        }
+        self.catch_up(epoch).await?;
+        match self.inner.epochs.access(key, epoch)? {
+            Some(access) => Ok(access),
+            None => Err(self.inner.epochs.with(Ownership::wrong_owner)),
+        }
     }
 
     /// The quick part of a get: validation, ownership and the cache lookup. `Ok(None)` means
-    /// the read needs [`CacheNode::load`]: a miss, a strict read, or a fallback read. The
-    /// returned flag says whether the key is hot.
+    /// the read needs [`CacheNode::load`]: a miss, a strict read, a fallback read, a key not
+    /// settled yet, or a request from a newer epoch. The returned flag says whether the key is
+    /// hot.
     pub(crate) async fn lookup(
         &self,
         key: &str,
@@ -465,11 +513,10 @@ impl CacheNode {
         self.inner.counters.gets.fetch_add(1, Ordering::Relaxed);
         validate_key(key)?;
         let hot = self.inner.sketch.record(key_hash(key)) >= self.inner.hot_threshold;
-        if opts.fallback {
+        if opts.fallback || opts.strict {
             return Ok((None, hot));
         }
-        self.check_owner(key)?;
-        if opts.strict {
+        if self.inner.epochs.access(key, opts.epoch)? != Some(Access::Cached) {
             return Ok((None, hot));
         }
         let answer = self
@@ -485,6 +532,7 @@ impl CacheNode {
     /// - a miss makes one store read for all concurrent misses of the key, cached as home;
     /// - a strict read asks the store for the current version (HEAD) and serves it from the
     ///   cache when held, else reads and caches it;
+    /// - a key that is not settled yet is read from the store and not cached;
     /// - a fallback read, for a home node that is down, reads the store and caches nothing.
     pub(crate) async fn load(
         &self,
@@ -501,6 +549,14 @@ impl CacheNode {
             let entry = self.read_store(key, budget).await?;
             return Ok(self.answer(entry, pb::Tier::Store, hot, opts.if_none_match));
         }
+        if self.access(key, opts.epoch).await? == Access::Unsettled {
+            self.inner
+                .counters
+                .unsettled_reads
+                .fetch_add(1, Ordering::Relaxed);
+            let entry = self.read_store(key, budget).await?;
+            return Ok(self.answer(entry, pb::Tier::Store, hot, opts.if_none_match));
+        }
         if opts.strict {
             return self.load_strict(key, opts, hot, budget).await;
         }
@@ -509,7 +565,7 @@ impl CacheNode {
             .inner
             .entries
             .load(key, || async {
-                // During a handoff, the key's previous owner may still hold it.
+                // Just after a change of members, the key's previous owner may hold it.
                 if let Some(entry) = self.peek_previous_owner(key).await {
                     from_peer.store(true, Ordering::Relaxed);
                     return Ok(entry);
@@ -651,48 +707,37 @@ impl CacheNode {
         .await
     }
 
-    /// Writes a blob to the store, then caches it with the store's new version.
+    /// Writes a blob to the store, then caches it with the store's new version. With
+    /// `if_match`, the write happens only if the blob's current version is that one (`""`:
+    /// only if the blob does not exist), checked by the store itself where it supports
+    /// conditional writes. The write is admitted only once the key is settled
+    /// ([`cache_core::fence`]), and a fence for a newer epoch waits for it.
     ///
     /// # Errors
-    /// Invalid key, value too large, wrong owner, store unavailable.
+    /// Invalid key, value too large, wrong owner, not settled, version mismatch, store
+    /// unavailable.
     pub async fn put(
         &self,
         key: &str,
         value: Bytes,
         if_match: Option<&str>,
+        epoch: u64,
         budget: Duration,
     ) -> Result<Version, Error> {
-        let span = tracing::debug_span!("put", key_len = key.len(), value_len = value.len());
+        let span = tracing::debug_span!("put", key_len = key.len(), value_len = value.len(), epoch);
         async {
             self.inner.counters.puts.fetch_add(1, Ordering::Relaxed);
             let result = async {
                 validate_key(key)?;
                 self.inner.limits.check_value(value.len())?;
-                self.check_owner(key)?;
+                let _guard = self.admit_write(key, epoch, budget).await?;
                 let written = self
                     .inner
                     .entries
                     .write_through(key, || async {
-                        // Again under the key's write lock: a change of members may have
-                        // moved the key since the check above.
-                        self.check_owner(key)?;
-                        if let Some(expected) = if_match {
-                            // Under the key's write lock, so racing conditional puts through
-                            // the cache have exactly one winner.
-                            let found = match self.head_store(key, budget).await {
-                                Ok(v) => v.as_str().to_owned(),
-                                Err(Error::NotFound { .. }) => String::new(),
-                                Err(e) => return Err(e),
-                            };
-                            if found != expected {
-                                return Err(Error::VersionMismatch {
-                                    expected: expected.to_owned(),
-                                    found,
-                                });
-                            }
-                        }
-                        let version = self.write_store(key, value.clone(), budget).await?;
-                        self.inner.scale.mark_written(key);
+                        let version = self
+                            .write_store(key, value.clone(), if_match, budget)
+                            .await?;
                         Ok(Some(Entry::new(value.clone(), version)))
                     })
                     .await?;
@@ -709,23 +754,50 @@ impl CacheNode {
         .await
     }
 
+    /// Admits a write: adopts a newer epoch the request carries, refuses an older one, waits
+    /// until the key is settled, and records the key as written in this epoch (before the
+    /// store call, so that no handed-over copy lands over it).
+    async fn admit_write(
+        &self,
+        key: &str,
+        epoch: u64,
+        budget: Duration,
+    ) -> Result<crate::epochs::WriteGuard<'_>, Error> {
+        self.access(key, epoch).await?;
+        let guard = self
+            .inner
+            .epochs
+            .admit_write(key, budget)
+            .await
+            .inspect_err(|e| {
+                if matches!(e, Error::NotSettled(_)) {
+                    self.inner
+                        .counters
+                        .not_settled
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            })?;
+        self.inner
+            .scale
+            .mark_written(key, self.inner.epochs.epoch());
+        Ok(guard)
+    }
+
     /// Deletes a blob from the store, then from the cache. Deleting a missing blob succeeds.
     ///
     /// # Errors
-    /// Invalid key, wrong owner, store unavailable.
-    pub async fn delete(&self, key: &str, budget: Duration) -> Result<(), Error> {
-        let span = tracing::debug_span!("delete", key_len = key.len());
+    /// Invalid key, wrong owner, not settled, store unavailable.
+    pub async fn delete(&self, key: &str, epoch: u64, budget: Duration) -> Result<(), Error> {
+        let span = tracing::debug_span!("delete", key_len = key.len(), epoch);
         async {
             self.inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
             let result = async {
                 validate_key(key)?;
-                self.check_owner(key)?;
+                let _guard = self.admit_write(key, epoch, budget).await?;
                 self.inner
                     .entries
                     .write_through(key, || async {
-                        self.check_owner(key)?;
                         self.delete_store(key, budget).await?;
-                        self.inner.scale.mark_written(key);
                         Ok(None)
                     })
                     .await?;
@@ -833,6 +905,7 @@ impl CacheNode {
         &self,
         key: &str,
         value: Bytes,
+        if_match: Option<&str>,
         budget: Duration,
     ) -> Result<Version, Error> {
         let path = blob_path(key)?;
@@ -840,26 +913,135 @@ impl CacheNode {
             .counters
             .store_writes
             .fetch_add(1, Ordering::Relaxed);
-        let store = &self.inner.store;
+        let fallback = &self.inner.conditional;
         let write = async {
-            let result = store
-                .put(&path, PutPayload::from(value))
-                .await
-                .map_err(|e| self.store_error(key, e))?;
-            match Version::from_put(&result) {
-                Some(v) => Ok(v),
-                // The store reports no version on writes; ask for it.
-                None => store
-                    .head(&path)
-                    .await
-                    .map(|meta| Version::from_meta(&meta))
-                    .map_err(|e| self.store_error(key, e)),
-            }
+            // On a store without conditional writes, writes of one key take turns on this
+            // node, so that a conditional write's check and write are not split by another.
+            let _turn = if fallback.unsupported.load(Ordering::Relaxed) {
+                let stripe = key_hash(key) as usize % fallback.stripes.len();
+                Some(fallback.stripes[stripe].lock().await)
+            } else {
+                None
+            };
+            let payload = PutPayload::from(value);
+            let result = match if_match {
+                None => self.inner.store.put(&path, payload).await,
+                Some(expected) => {
+                    let mode = if expected.is_empty() {
+                        PutMode::Create
+                    } else {
+                        PutMode::Update(UpdateVersion {
+                            e_tag: Some(expected.to_owned()),
+                            version: None,
+                        })
+                    };
+                    let opts = PutOptions {
+                        mode,
+                        ..PutOptions::default()
+                    };
+                    match self
+                        .inner
+                        .store
+                        .put_opts(&path, payload.clone(), opts)
+                        .await
+                    {
+                        Err(object_store::Error::NotImplemented { .. }) => {
+                            fallback.unsupported.store(true, Ordering::Relaxed);
+                            drop(_turn);
+                            return self.write_checked(key, &path, payload, expected).await;
+                        }
+                        other => other,
+                    }
+                }
+            };
+            let result = match result {
+                Err(
+                    object_store::Error::Precondition { .. }
+                    | object_store::Error::AlreadyExists { .. },
+                ) => return Err(self.mismatch(key, if_match.unwrap_or_default()).await),
+                other => other.map_err(|e| self.store_error(key, e))?,
+            };
+            self.written_version(key, &path, &result).await
         };
         let limit = self.store_deadline(budget);
         tokio::time::timeout(limit, write)
             .await
             .map_err(|_| self.store_timed_out(limit))?
+    }
+
+    /// A conditional write on a store that cannot check the condition itself: HEAD, compare,
+    /// then write, with every write of the key on this node taking turns. A writer that goes
+    /// straight to the store can still slip in between; the stores that check conditions
+    /// themselves (in memory, S3, Azure, GCS) do not have this gap.
+    async fn write_checked(
+        &self,
+        key: &str,
+        path: &Path,
+        payload: PutPayload,
+        expected: &str,
+    ) -> Result<Version, Error> {
+        let fallback = &self.inner.conditional;
+        let stripe = key_hash(key) as usize % fallback.stripes.len();
+        let _turn = fallback.stripes[stripe].lock().await;
+        let found = self.current_version(key, path).await?;
+        if found != expected {
+            return Err(Error::VersionMismatch {
+                expected: expected.to_owned(),
+                found,
+            });
+        }
+        let result = self
+            .inner
+            .store
+            .put(path, payload)
+            .await
+            .map_err(|e| self.store_error(key, e))?;
+        self.written_version(key, path, &result).await
+    }
+
+    /// The blob's current version as a string, `""` when it does not exist.
+    async fn current_version(&self, key: &str, path: &Path) -> Result<String, Error> {
+        self.inner
+            .counters
+            .store_heads
+            .fetch_add(1, Ordering::Relaxed);
+        match self.inner.store.head(path).await {
+            Ok(meta) => Ok(Version::from_meta(&meta).as_str().to_owned()),
+            Err(object_store::Error::NotFound { .. }) => Ok(String::new()),
+            Err(e) => Err(self.store_error(key, e)),
+        }
+    }
+
+    /// The error for a conditional write the store refused, naming the version found (best
+    /// effort: empty when the store cannot say).
+    async fn mismatch(&self, key: &str, expected: &str) -> Error {
+        let found = match blob_path(key) {
+            Ok(path) => self.current_version(key, &path).await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        Error::VersionMismatch {
+            expected: expected.to_owned(),
+            found,
+        }
+    }
+
+    async fn written_version(
+        &self,
+        key: &str,
+        path: &Path,
+        result: &object_store::PutResult,
+    ) -> Result<Version, Error> {
+        match Version::from_put(result) {
+            Some(v) => Ok(v),
+            // The store reports no version on writes; ask for it.
+            None => self
+                .inner
+                .store
+                .head(path)
+                .await
+                .map(|meta| Version::from_meta(&meta))
+                .map_err(|e| self.store_error(key, e)),
+        }
     }
 
     async fn delete_store(&self, key: &str, budget: Duration) -> Result<(), Error> {
@@ -890,6 +1072,9 @@ impl CacheNode {
             app: self.inner.app.clone(),
             node: self.addr().unwrap_or_default().to_owned(),
             epoch: membership.epoch(),
+            sealed: self.inner.epochs.with(Ownership::sealed),
+            unsettled_reads: load(&c.unsettled_reads),
+            not_settled: load(&c.not_settled),
             entries: e.entries,
             bytes_used: e.bytes_used,
             capacity_bytes: e.capacity_bytes,

@@ -1,34 +1,33 @@
-//! Scale events: adopting a new member list, handing entries to their new owners, draining,
-//! pre-warming after scale-to-zero, and scaling advice.
+//! Scale events on one node: claiming and adopting epochs, collecting fence acks, handing
+//! entries over, and draining. The decisions are [`cache_core::fence`]'s; this module carries
+//! its messages.
 //!
 //! # A change of members, on one node
 //! ```text
-//! SetMembers(epoch E+1) ──▶ relay to every old and new member ──▶ adopt E+1
-//!                                                                   │
-//!       ┌───────────────────────────────────────────────────────────┘
-//!       ▼
-//!  wait for writes in progress (barrier) ──▶ list cached entries whose home moved
-//!       ──▶ hottest first, one stream per new owner, a few batches in flight (backpressure)
-//!       ──▶ not a member any more? then drained
+//! SetMembers ──▶ claim epoch E in the store (create-only) ──▶ adopt E ──▶ relay E to old and new members
+//! relay / request routed at E / handoff at E / fence(E) / store probe ──▶ read record E ──▶ adopt E
+//!
+//! adopt E ──▶ bump the cache's generations (loads and writes in flight cache nothing)
+//!         ──▶ keys given up: kept aside ("departed") for Peek and handoff; stale copies dropped
+//!         ──▶ fence loop: ask every member of the epochs since the seal to be fenced at E,
+//!               until sealed (a peer that refuses connections counts after `fence_grace`)
+//!         ──▶ handoff: once this node's own older writes finished and E is sealed,
+//!               stream the departed entries, hottest first, to their new owners
+//!         ──▶ not a member any more? drained
 //! ```
-//! For `handoff_window` after adopting, a node that misses on a key it now owns asks the
-//! key's previous owner before the store (tier `handoff`), and accepts entries handed to it,
-//! except for keys it wrote since the change, whose versions are newer. Serving never waits
-//! for any of this.
+//! A fence request makes the node adopt E if it has not, then waits until none of its writes
+//! admitted at an older epoch is in flight. Serving never waits for any of this; only writes
+//! to keys that are not settled do.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use cache_core::advisor::{Advisor, Observation, Thresholds};
-use cache_core::prewarm::{MANIFEST_PREFIX, Manifest, ManifestEntry, plan};
-use cache_core::{Entry, Membership, Version, key_hash};
+use cache_core::advisor::{Advisor, Thresholds};
+use cache_core::fence::{Access, Adopted, Ownership};
+use cache_core::{Entry, Error, Membership, Version, key_hash};
 use cache_proto::v1 as pb;
-use futures::StreamExt;
-use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -39,15 +38,23 @@ use crate::node::CacheNode;
 const HANDOFF_BATCH_BYTES: usize = 256 * 1024;
 /// Batches in flight per destination: with the batch size, the bound on bytes in flight.
 const HANDOFF_BATCHES_IN_FLIGHT: usize = 4;
-/// Keys written during a handoff window that a node remembers; past this, it refuses every
-/// handed-off entry until the window ends (safe, only less warm).
+/// Keys written in one epoch that a node remembers; past this, it refuses every handed-off
+/// entry and asks no previous owner until the next epoch (safe, only less warm).
 const MAX_WRITTEN_KEYS: usize = 1 << 20;
 /// How long a peer call of the scaling machinery may take.
-const PEER_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const PEER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a miss waits for the previous owner before going to the store.
 const PEEK_TIMEOUT: Duration = Duration::from_millis(250);
+/// Fence requests are retried with backoff from this...
+const FENCE_RETRY_MIN: Duration = Duration::from_millis(20);
+/// ...up to this.
+const FENCE_RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long a fence request may wait for the node's older writes to finish.
+const FENCE_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Manifests older than this are ignored and deleted.
-const MANIFEST_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MANIFEST_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How long a starting node keeps trying to reach the store for its epoch.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Settings of the scaling machinery; see the setters of [`crate::CacheNodeBuilder`].
 #[derive(Debug, Clone)]
@@ -60,6 +67,7 @@ pub(crate) struct ScaleConfig {
     pub manifest_interval: Duration,
     pub drain_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub fence_grace: Duration,
     pub advisor: Thresholds,
 }
 
@@ -74,49 +82,72 @@ impl Default for ScaleConfig {
             manifest_interval: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            fence_grace: Duration::from_secs(1),
             advisor: Thresholds::default(),
         }
     }
 }
 
-/// The window after a change of members.
+/// Entries of keys this node gave up at `epoch`, as they were once its older writes had
+/// finished: what their new owners may fetch during the window.
 #[derive(Debug)]
-struct Window {
+struct Departed {
+    epoch: u64,
+    until: Instant,
+    entries: HashMap<Arc<str>, Entry>,
+}
+
+/// Keys this node wrote at `epoch`: handed-over copies of them are older, and refused.
+#[derive(Debug, Default)]
+struct Written {
+    epoch: u64,
+    keys: HashSet<String>,
+    overflow: bool,
+}
+
+/// What a node knows of the change it adopted last, for asking previous owners.
+#[derive(Debug)]
+struct Gained {
+    epoch: u64,
     previous: Arc<Membership>,
     until: Instant,
-    written: HashSet<String>,
-    overflow: bool,
 }
 
 /// Cumulative figures of the whole cluster, for rates between two advice calls.
 #[derive(Debug, Clone, Copy, Default)]
-struct Totals {
-    reads: u64,
-    ghost_hits: u64,
-    requests: u64,
-    bytes_served: u64,
+pub(crate) struct Totals {
+    pub reads: u64,
+    pub ghost_hits: u64,
+    pub requests: u64,
+    pub bytes_served: u64,
 }
 
 /// A node's scaling state.
 #[derive(Debug)]
 pub(crate) struct ScaleState {
     pub config: ScaleConfig,
-    window: Mutex<Option<Window>>,
+    departed: Mutex<Option<Departed>>,
+    written: Mutex<Written>,
+    gained: Mutex<Option<Gained>>,
     peers: Mutex<HashMap<String, Channel>>,
-    handoff_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The fence loop and the handoff of the epoch adopted last.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Held while an epoch is adopted and the cache is cleaned up for it: fence answers wait
+    /// for it, so no entry for the new epoch can arrive before the clean-up is over.
+    adopting: tokio::sync::Mutex<()>,
     drained: AtomicBool,
-    /// True once the start-up announcement is done (see [`CacheNode::announced`]).
-    announced: watch::Sender<bool>,
-    advisor: Mutex<(Advisor, Option<(Instant, Totals)>)>,
-    started: Instant,
+    /// True once the node has its epoch from the store (see [`CacheNode::ready`]).
+    ready: watch::Sender<bool>,
+    pub advisor: Mutex<(Advisor, Option<(Instant, Totals)>)>,
+    pub started: Instant,
     handoff_hits: AtomicU64,
     handoff_sent: AtomicU64,
     handoff_received: AtomicU64,
     handoff_refused: AtomicU64,
-    prewarmed: AtomicU64,
+    pub prewarmed: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section here leaves its data consistent, even if it panicked.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -126,11 +157,14 @@ impl ScaleState {
         Self {
             advisor: Mutex::new((Advisor::new(config.advisor), None)),
             config,
-            window: Mutex::default(),
+            departed: Mutex::default(),
+            written: Mutex::default(),
+            gained: Mutex::default(),
             peers: Mutex::default(),
-            handoff_task: Mutex::default(),
+            tasks: Mutex::default(),
+            adopting: tokio::sync::Mutex::new(()),
             drained: AtomicBool::new(false),
-            announced: watch::channel(false).0,
+            ready: watch::channel(false).0,
             started: Instant::now(),
             handoff_hits: AtomicU64::new(0),
             handoff_sent: AtomicU64::new(0),
@@ -144,26 +178,26 @@ impl ScaleState {
         self.handoff_hits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a write of `key` made by this node (under its write lock). During a handoff
-    /// window, entries handed over for it are refused from now on.
-    pub fn mark_written(&self, key: &str) {
-        let mut window = lock(&self.window);
-        if let Some(w) = window.as_mut() {
-            if w.written.len() < MAX_WRITTEN_KEYS {
-                w.written.insert(key.to_owned());
-            } else {
-                w.overflow = true;
-            }
+    /// Records a write of `key` admitted at `epoch` (before its store call).
+    pub fn mark_written(&self, key: &str, epoch: u64) {
+        let mut written = lock(&self.written);
+        if written.epoch != epoch {
+            *written = Written {
+                epoch,
+                ..Written::default()
+            };
+        }
+        if written.keys.len() < MAX_WRITTEN_KEYS {
+            written.keys.insert(key.to_owned());
+        } else {
+            written.overflow = true;
         }
     }
 
-    /// The window, if it is still open (an expired one is dropped).
-    fn open_window<R>(&self, f: impl FnOnce(&Window) -> R) -> Option<R> {
-        let mut window = lock(&self.window);
-        if window.as_ref().is_some_and(|w| Instant::now() >= w.until) {
-            *window = None;
-        }
-        window.as_ref().map(f)
+    /// Whether `key` may have been written at `epoch` (so older copies must not land).
+    fn was_written(&self, key: &str, epoch: u64) -> bool {
+        let written = lock(&self.written);
+        written.epoch == epoch && (written.overflow || written.keys.contains(key))
     }
 
     pub fn stats(&self) -> pb::NodeStats {
@@ -180,18 +214,32 @@ impl ScaleState {
     }
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Whether a failed peer call means that nothing listens at the peer's address any more.
+fn refused(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    format!("{status:?}").contains("onnection refused")
+}
+
 impl CacheNode {
-    fn scale(&self) -> &ScaleState {
+    pub(crate) fn scale(&self) -> &ScaleState {
         &self.inner.scale
     }
 
-    fn me(&self) -> String {
+    pub(crate) fn me(&self) -> String {
         self.addr().unwrap_or_default().to_owned()
     }
 
@@ -216,34 +264,110 @@ impl CacheNode {
             .clone()
     }
 
-    /// Sets the member list for `epoch`, as the platform does on a scale event. The node
-    /// passes the list to every old and new member, then adopts it. A list whose epoch is
-    /// lower than the node's is ignored; the node's own current list is passed on again (so
-    /// a push that reached a node that already had it still spreads). Returns whether the
-    /// node adopted it.
+    /// On start: takes the newest epoch from the store, or claims epoch 1 for the configured
+    /// members when the store holds none (a new cluster). Retries while the store is out.
+    pub(crate) async fn boot(&self) -> crate::Result<()> {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let mut backoff = FENCE_RETRY_MIN;
+        loop {
+            match self.boot_once().await {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "cannot read the membership epoch from the store yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(FENCE_RETRY_MAX);
+                }
+                Err(e) => {
+                    return Err(crate::Error::Config(format!(
+                        "could not read the membership epoch from the store: {e}"
+                    )));
+                }
+            }
+        }
+        self.scale().ready.send_replace(true);
+        Ok(())
+    }
+
+    async fn boot_once(&self) -> Result<(), Error> {
+        let epochs = &self.inner.epochs;
+        if epochs.latest_from(1).await?.is_none() {
+            // A new cluster: the configured members become epoch 1, unless another node
+            // claimed it first (then its list wins).
+            epochs
+                .claim_first(self.membership().members().to_vec())
+                .await?;
+        }
+        let latest = epochs
+            .latest_from(1)
+            .await?
+            .ok_or_else(|| Error::StoreUnavailable("epoch 1 vanished from the store".into()))?;
+        self.catch_up(latest).await?;
+        Ok(())
+    }
+
+    /// Completes once this node is a member and its epoch is sealed, so that the keys it owns
+    /// are settled.
+    pub(crate) async fn wait_member_and_sealed(&self) {
+        let me = self.me();
+        while !self
+            .inner
+            .epochs
+            .with(|o| o.current().contains(&me) && o.is_sealed())
+        {
+            self.inner.epochs.changed(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Completes once the node has its membership epoch from the store and serves by it.
+    pub async fn ready(&self) {
+        let mut ready = self.scale().ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
+    /// Claims an epoch for `members` in the store (`epoch`: that one, which must be the next
+    /// free one; `None`: the next free one), adopts it, and passes it on to every old and new
+    /// member. Returns whether this node adopted a newer list.
     ///
     /// # Errors
-    /// [`crate::Error::Config`] for an empty or malformed list.
-    pub async fn set_members<I, S>(&self, epoch: u64, members: I) -> crate::Result<bool>
+    /// An invalid list, an epoch claimed for another list, or a store that cannot be reached.
+    pub async fn set_members<I, S>(&self, epoch: Option<u64>, members: I) -> Result<bool, Error>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let next =
-            Membership::new(epoch, members).map_err(|e| crate::Error::Config(e.to_string()))?;
-        let current = self.membership();
-        let same = next.epoch() == current.epoch() && next.members() == current.members();
-        if next.epoch() < current.epoch() || (next.epoch() == current.epoch() && !same) {
-            return Ok(false);
-        }
-        self.relay(&current, &next).await;
-        Ok(self.adopt(next))
+        let members: Vec<String> = members.into_iter().map(Into::into).collect();
+        let previous = self.membership();
+        let claimed = self.inner.epochs.claim(epoch, members).await?;
+        let adopted = self.catch_up(claimed.epoch()).await?;
+        self.relay(&previous, &self.membership()).await;
+        Ok(adopted)
     }
 
-    /// Passes `next` to every member of `current` and `next` but this node, as a relay.
-    async fn relay(&self, current: &Membership, next: &Membership) {
+    /// Adopts the record of `epoch` if it is newer than this node's, and reacts to the
+    /// change. Returns whether it adopted one.
+    ///
+    /// # Errors
+    /// No record claims `epoch`, or the store cannot be reached.
+    pub(crate) async fn catch_up(&self, epoch: u64) -> Result<bool, Error> {
+        if epoch <= self.inner.epochs.epoch() {
+            // Adopted already, though its clean-up may still be running: wait for it.
+            drop(self.scale().adopting.lock().await);
+            return Ok(false);
+        }
+        let _adopting = self.scale().adopting.lock().await;
+        match self.inner.epochs.catch_up(epoch).await? {
+            Some(adopted) => {
+                self.on_adopted(adopted).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Passes `next`'s epoch to every member of `previous` and `next` but this node.
+    async fn relay(&self, previous: &Membership, next: &Membership) {
         let me = self.me();
-        let targets: HashSet<&String> = current
+        let targets: HashSet<&String> = previous
             .members()
             .iter()
             .chain(next.members())
@@ -261,123 +385,327 @@ impl CacheNode {
                 match tokio::time::timeout(PEER_TIMEOUT, admin.set_members(request)).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(status)) => {
-                        tracing::warn!(peer = %addr, %status, "relay of members failed")
+                        tracing::debug!(peer = %addr, %status, "relay of members failed")
                     }
-                    Err(_) => tracing::warn!(peer = %addr, "relay of members timed out"),
+                    Err(_) => tracing::debug!(peer = %addr, "relay of members timed out"),
                 }
             }
         }))
         .await;
     }
 
-    /// On start: asks every peer for its member list. When some peer is behind (this node was
-    /// started with a newer list, as on a scale-out), the node opens its handoff window with
-    /// the peers' older list, so that it can take handed-off entries and ask previous owners,
-    /// and then passes its own list on.
-    pub(crate) async fn announce(&self) {
-        let current = self.membership();
+    /// After adopting a newer epoch: stops loads and writes in flight from caching, sets the
+    /// entries of keys given up aside, drops copies that may have missed writes, and starts
+    /// the fence loop and the handoff.
+    async fn on_adopted(&self, adopted: Adopted) {
+        let entries = &self.inner.entries;
+        entries.bump_all().await;
         let me = self.me();
-        let replies =
-            futures::future::join_all(current.members().iter().filter(|m| **m != me).map(|peer| {
-                let mut admin = pb::admin_client::AdminClient::new(self.peer(peer));
+        let current = Arc::clone(&adopted.current);
+        let epoch = current.epoch();
+        let mut departed = HashMap::new();
+        for (key, entry) in entries.snapshot() {
+            if current.owner(&key) != me {
+                // Only a copy this node held as the key's owner is worth handing over.
+                if adopted.previous.owner(&key) == me {
+                    departed.insert(Arc::clone(&key), entry);
+                }
+                entries.invalidate(&key).await;
+            } else if !adopted.kept(&key, &me) {
+                entries.invalidate(&key).await;
+            }
+        }
+        let window = self.scale().config.handoff_window;
+        *lock(&self.scale().departed) = Some(Departed {
+            epoch,
+            until: Instant::now() + window,
+            entries: departed,
+        });
+        *lock(&self.scale().gained) = (adopted.previous.epoch() + 1 == epoch).then(|| Gained {
+            epoch,
+            previous: Arc::clone(&adopted.previous),
+            until: Instant::now() + window,
+        });
+        self.scale().drained.store(false, Ordering::SeqCst);
+        let mut tasks = lock(&self.scale().tasks);
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+        let node = self.clone();
+        tasks.push(tokio::spawn(async move { node.fence_loop(epoch).await }));
+        let node = self.clone();
+        tasks.push(tokio::spawn(async move { node.hand_off(epoch).await }));
+    }
+
+    /// Until the node's epoch `epoch` is sealed (or the node moves on): asks every node whose
+    /// ack it lacks to be fenced at `epoch`, with backoff.
+    async fn fence_loop(&self, epoch: u64) {
+        let epochs = &self.inner.epochs;
+        let mut refused_since: HashMap<String, Instant> = HashMap::new();
+        let mut backoff = FENCE_RETRY_MIN;
+        loop {
+            if epochs.epoch() != epoch {
+                return;
+            }
+            epochs.fill_lists().await;
+            let targets = epochs.with(Ownership::fence_targets);
+            if epochs.with(Ownership::is_sealed) {
+                tracing::debug!(epoch, "sealed");
+                return;
+            }
+            let request = pb::FenceRequest {
+                app: self.app().to_owned(),
+                epoch,
+            };
+            let grace = self.scale().config.fence_grace;
+            let replies = futures::future::join_all(targets.iter().map(|target| {
+                let mut peer = pb::peer_client::PeerClient::new(self.peer(target));
+                let request = request.clone();
                 async move {
-                    match tokio::time::timeout(PEER_TIMEOUT, admin.members(pb::MembersRequest {}))
-                        .await
-                    {
-                        Ok(Ok(reply)) => Some(reply.into_inner()),
-                        _ => None,
-                    }
+                    let reply = tokio::time::timeout(PEER_TIMEOUT * 2, peer.fence(request)).await;
+                    (target, reply)
                 }
             }))
             .await;
-        let older = replies
-            .into_iter()
-            .flatten()
-            .filter(|r| r.epoch < current.epoch())
-            .max_by_key(|r| r.epoch);
-        if let Some(reply) = older {
-            if let Ok(previous) = Membership::new(reply.epoch, reply.members) {
-                self.open_window(Arc::new(previous));
+            for (target, reply) in replies {
+                match reply {
+                    Ok(Ok(reply)) => {
+                        let reply = reply.into_inner();
+                        refused_since.remove(target);
+                        epochs.record_ack(target, reply.epoch, reply.sealed);
+                    }
+                    Ok(Err(status)) if refused(&status) => {
+                        // Nothing listens there: the process is gone. Once its store writes
+                        // have had time to land, it cannot write again.
+                        let since = *refused_since
+                            .entry(target.clone())
+                            .or_insert_with(Instant::now);
+                        if since.elapsed() >= grace {
+                            tracing::info!(peer = %target, epoch, "taking an unreachable peer as fenced");
+                            epochs.record_ack(target, epoch, 0);
+                        }
+                    }
+                    Ok(Err(status)) => {
+                        refused_since.remove(target);
+                        tracing::debug!(peer = %target, %status, "fence request failed")
+                    }
+                    Err(_) => {
+                        refused_since.remove(target);
+                        tracing::debug!(peer = %target, "fence request timed out")
+                    }
+                }
             }
-            self.relay(&current, &current).await;
+            if epochs.with(Ownership::is_sealed) {
+                tracing::debug!(epoch, "sealed");
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(FENCE_RETRY_MAX);
         }
-        self.scale().announced.send_replace(true);
     }
 
-    /// Completes once the node, after it started serving, has compared its member list with
-    /// its peers' (and, if it was started with a newer list, opened its handoff window and
-    /// passed the list on). A platform that starts a node for a scale-out and then pushes the
-    /// new list waits for this first, so that the new node is ready to take handed-off
-    /// entries.
-    pub async fn announced(&self) {
-        let mut done = self.scale().announced.subscribe();
-        let _ = done.wait_for(|d| *d).await;
-    }
-
-    fn open_window(&self, previous: Arc<Membership>) {
-        *lock(&self.scale().window) = Some(Window {
-            previous,
-            until: Instant::now() + self.scale().config.handoff_window,
-            written: HashSet::new(),
-            overflow: false,
-        });
-    }
-
-    /// Adopts `next` if its epoch is higher than the node's, and starts handing entries
-    /// over. Returns whether it did.
-    pub(crate) fn adopt(&self, next: Membership) -> bool {
-        let previous = self.membership();
-        if !self.inner.membership.replace_if_newer(next) {
-            return false;
+    /// Answers a fence request for `epoch`: adopts it if needed, waits until this node has
+    /// been up for the fence grace (so that writes of a previous process on this address have
+    /// landed), then until none of its writes admitted at an older epoch is in flight.
+    /// Returns the node's epoch and the highest epoch it knows to be sealed.
+    ///
+    /// # Errors
+    /// No record claims `epoch`, the store cannot be reached, or writes did not finish in time.
+    pub(crate) async fn fence(&self, epoch: u64) -> Result<(u64, u64), Error> {
+        let epochs = &self.inner.epochs;
+        if epochs.fencing() {
+            self.catch_up(epoch).await?;
+            let up = self.scale().started.elapsed();
+            let grace = self.scale().config.fence_grace;
+            if up < grace {
+                tokio::time::sleep(grace - up).await;
+            }
+            let current = epochs.epoch();
+            tokio::time::timeout(FENCE_DRAIN_TIMEOUT, epochs.drained_below(current))
+                .await
+                .map_err(|_| Error::Timeout(FENCE_DRAIN_TIMEOUT))?;
         }
-        let current = self.membership();
+        Ok(epochs.with(|o| (o.epoch(), o.sealed())))
+    }
+
+    /// Hands the entries given up at `epoch` to their new owners, once this node's own older
+    /// writes have finished and the epoch is sealed (so that the new owners can take them),
+    /// then marks the node drained if it is no longer a member.
+    async fn hand_off(&self, epoch: u64) {
+        let epochs = &self.inner.epochs;
+        let window = self.scale().config.handoff_window;
+        let deadline = tokio::time::Instant::now() + window;
+        let _ = tokio::time::timeout_at(deadline, epochs.drained_below(epoch)).await;
+        while !epochs.with(Ownership::is_sealed) && tokio::time::Instant::now() < deadline {
+            if epochs.epoch() != epoch {
+                return;
+            }
+            epochs.changed(Duration::from_millis(200)).await;
+        }
         let me = self.me();
-        tracing::info!(
-            epoch = current.epoch(),
-            members = ?current.members(),
-            member = current.contains(&me),
-            "adopted a new member list"
-        );
-        if previous.members() == current.members() {
-            // Only the epoch changed: no key moved, and any open window stays as it is.
-            return true;
+        let current = self.membership();
+        if current.epoch() != epoch {
+            return;
         }
-        let config = &self.scale().config;
-        self.open_window(Arc::clone(&previous));
-        self.scale().drained.store(false, Ordering::SeqCst);
-        let mut task = lock(&self.scale().handoff_task);
-        if let Some(running) = task.take() {
-            running.abort();
+        let mut by_owner: HashMap<String, Vec<(u32, Arc<str>, Entry)>> = HashMap::new();
+        if self.scale().config.handoff {
+            let departed = lock(&self.scale().departed);
+            if let Some(d) = departed.as_ref().filter(|d| d.epoch == epoch) {
+                for (key, entry) in &d.entries {
+                    let freq = self.inner.sketch.estimate(key_hash(key));
+                    by_owner
+                        .entry(current.owner(key).to_owned())
+                        .or_default()
+                        .push((freq, Arc::clone(key), entry.clone()));
+                }
+            }
         }
-        if config.handoff {
-            let node = self.clone();
-            *task = Some(tokio::spawn(async move {
-                hand_off(&node, &current).await;
-            }));
-        } else if !current.contains(&me) {
+        let total: usize = by_owner.values().map(Vec::len).sum();
+        if total > 0 {
+            tracing::info!(
+                entries = total,
+                owners = by_owner.len(),
+                epoch,
+                "handing entries over"
+            );
+        }
+        futures::future::join_all(by_owner.into_iter().map(|(owner, mut entries)| {
+            entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+            async move { self.send_to(epoch, &owner, entries).await }
+        }))
+        .await;
+        if !current.contains(&me) {
             self.scale().drained.store(true, Ordering::SeqCst);
+            tracing::info!("drained");
         }
-        true
+        // Keep the departed entries for Peek until the window ends, then let them go.
+        tokio::time::sleep_until(deadline).await;
+        let mut departed = lock(&self.scale().departed);
+        if departed.as_ref().is_some_and(|d| d.epoch == epoch) {
+            *departed = None;
+        }
     }
 
-    /// During a handoff window: the previous owner's copy of `key`, if it holds one and this
-    /// node has not written the key since the change.
+    /// Streams `entries` to `owner` in batches, with a few batches in flight at most.
+    async fn send_to(&self, epoch: u64, owner: &str, entries: Vec<(u32, Arc<str>, Entry)>) {
+        let (tx, rx) = mpsc::channel::<pb::HandoffBatch>(HANDOFF_BATCHES_IN_FLIGHT);
+        let max_message = usize::try_from(self.limits().max_value_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(HANDOFF_BATCH_BYTES * 2);
+        let mut peer = pb::peer_client::PeerClient::new(self.peer(owner))
+            .max_encoding_message_size(max_message)
+            .max_decoding_message_size(max_message);
+        let app = self.app().to_owned();
+        let sealed = self.inner.epochs.with(Ownership::sealed);
+        let produce = async move {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            let mut entries = entries.into_iter().peekable();
+            while let Some((_, key, entry)) = entries.next() {
+                bytes += entry.value.len();
+                batch.push(pb::HandoffEntry {
+                    key: key.to_string(),
+                    value: entry.value,
+                    version: entry.version.as_str().to_owned(),
+                });
+                if bytes >= HANDOFF_BATCH_BYTES || batch.len() >= 1024 || entries.peek().is_none() {
+                    bytes = 0;
+                    let message = pb::HandoffBatch {
+                        app: app.clone(),
+                        epoch,
+                        entries: std::mem::take(&mut batch),
+                        members: Vec::new(),
+                        sealed,
+                    };
+                    if tx.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let window = self.scale().config.handoff_window;
+        let call = tokio::time::timeout(window, peer.handoff(ReceiverStream::new(rx)));
+        let (reply, ()) = tokio::join!(call, produce);
+        match reply {
+            Ok(Ok(reply)) => {
+                let reply = reply.into_inner();
+                self.scale()
+                    .handoff_sent
+                    .fetch_add(reply.accepted, Ordering::Relaxed);
+                tracing::info!(%owner, accepted = reply.accepted, refused = reply.refused, "handed over");
+            }
+            Ok(Err(status)) => tracing::warn!(%owner, %status, "handoff failed"),
+            Err(_) => tracing::warn!(%owner, "handoff did not finish within the window"),
+        }
+    }
+
+    /// Takes entries handed over at `epoch` by their previous owner, which knows `sealed` to be
+    /// sealed. A batch from an older epoch than this node's is refused whole; one from a
+    /// newer epoch is taken after adopting it. An entry is taken only when its key is this
+    /// node's and settled, was not written here in this epoch, and is not cached already.
+    /// Returns how many entries were accepted and refused.
+    pub(crate) async fn accept_handoff(
+        &self,
+        epoch: u64,
+        sealed: u64,
+        entries: Vec<pb::HandoffEntry>,
+    ) -> (u64, u64) {
+        let epochs = &self.inner.epochs;
+        let fencing = epochs.fencing();
+        if fencing && epoch > epochs.epoch() && self.catch_up(epoch).await.is_err() {
+            return (0, entries.len() as u64);
+        }
+        epochs.learn_seal(sealed);
+        let (mut accepted, total) = (0, entries.len() as u64);
+        let current = epochs.epoch();
+        for entry in entries {
+            let ok = (!fencing || epoch == current)
+                && cache_core::validate_key(&entry.key).is_ok()
+                && epochs.access(&entry.key, 0) == Ok(Some(Access::Cached))
+                && self
+                    .inner
+                    .entries
+                    .insert_unless(
+                        &entry.key,
+                        Entry::new(entry.value, Version::new(entry.version)),
+                        || self.scale().was_written(&entry.key, current),
+                    )
+                    .await;
+            accepted += u64::from(ok);
+        }
+        let refused = total - accepted;
+        let scale = self.scale();
+        scale
+            .handoff_received
+            .fetch_add(accepted, Ordering::Relaxed);
+        scale.handoff_refused.fetch_add(refused, Ordering::Relaxed);
+        (accepted, refused)
+    }
+
+    /// During the window after a change that gave this node `key`: the previous owner's copy
+    /// of it, as it was when that owner was fenced, unless this node wrote the key since.
     pub(crate) async fn peek_previous_owner(&self, key: &str) -> Option<Entry> {
         if !self.scale().config.handoff {
             return None;
         }
         let me = self.me();
-        let previous = self
-            .scale()
-            .open_window(|w| {
-                let owner = w.previous.owner(key);
-                (owner != me && !w.overflow && !w.written.contains(key)).then(|| owner.to_owned())
-            })
-            .flatten()?;
+        let (epoch, previous) = {
+            let gained = lock(&self.scale().gained);
+            let g = gained.as_ref()?;
+            if Instant::now() >= g.until || g.epoch != self.inner.epochs.epoch() {
+                return None;
+            }
+            let owner = g.previous.owner(key);
+            if owner == me || self.scale().was_written(key, g.epoch) {
+                return None;
+            }
+            (g.epoch, owner.to_owned())
+        };
         let mut peer = pb::peer_client::PeerClient::new(self.peer(&previous));
         let request = pb::PeekRequest {
             app: self.app().to_owned(),
             key: key.to_owned(),
+            epoch,
         };
         match tokio::time::timeout(PEEK_TIMEOUT, peer.peek(request)).await {
             Ok(Ok(reply)) => {
@@ -390,33 +718,13 @@ impl CacheNode {
         }
     }
 
-    /// The node's cached copy of `key`, for a peer; never reads the store.
-    pub(crate) async fn peek_local(&self, key: &str) -> Option<Entry> {
-        self.inner.entries.peek(key).await
-    }
-
-    /// Takes one entry handed over by a previous owner. Refused when this node does not own
-    /// the key, is outside a handoff window, or wrote the key since the change.
-    pub(crate) async fn accept_handoff(&self, key: &str, value: Bytes, version: String) -> bool {
-        let accepted = cache_core::validate_key(key).is_ok()
-            && self.check_owner(key).is_ok()
-            && self.scale().open_window(|_| ()).is_some()
-            && self
-                .inner
-                .entries
-                .insert_unless(key, Entry::new(value, Version::new(version)), || {
-                    self.scale()
-                        .open_window(|w| w.overflow || w.written.contains(key))
-                        .unwrap_or(true)
-                })
-                .await;
-        let counter = if accepted {
-            &self.scale().handoff_received
-        } else {
-            &self.scale().handoff_refused
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        accepted
+    /// The copy of `key` this node gave up at `epoch`, if it still holds it (for `Peek`).
+    pub(crate) fn departed(&self, key: &str, epoch: u64) -> Option<Entry> {
+        let departed = lock(&self.scale().departed);
+        let d = departed.as_ref()?;
+        (d.epoch == epoch && Instant::now() < d.until)
+            .then(|| d.entries.get(key).cloned())
+            .flatten()
     }
 
     /// Whether this node, no longer a member, has handed all its entries over.
@@ -436,108 +744,8 @@ impl CacheNode {
         true
     }
 
-    /// Writes this node's hot-key manifest to the store, for pre-warming after a restart.
-    ///
-    /// # Errors
-    /// [`crate::Error::Store`] when the store refuses the write.
-    pub async fn write_manifest(&self) -> crate::Result<()> {
-        let me = self.me();
-        let entries: Vec<ManifestEntry> = self
-            .inner
-            .entries
-            .snapshot()
-            .into_iter()
-            .map(|(key, entry)| ManifestEntry {
-                freq: self.inner.sketch.estimate(key_hash(&key)),
-                size: entry.size(),
-                version: entry.version.as_str().to_owned(),
-                key: key.to_string(),
-            })
-            .collect();
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let manifest = Manifest::new(&me, self.membership().epoch(), unix_ms(), entries);
-        let json =
-            serde_json::to_vec(&manifest).map_err(|e| crate::Error::Config(e.to_string()))?;
-        let path = Path::from(Manifest::path_for(&me));
-        self.inner
-            .store
-            .put(&path, PutPayload::from(json))
-            .await
-            .map_err(|e| crate::Error::Store {
-                url: path.to_string(),
-                reason: e.to_string(),
-            })?;
-        tracing::info!(keys = manifest.entries.len(), "wrote the hot-key manifest");
-        Ok(())
-    }
-
-    /// Reads every manifest in the store and loads the keys this node owns, hottest first,
-    /// up to the pre-warm share of its capacity. Returns how many entries it loaded.
-    pub async fn prewarm(&self) -> u64 {
-        let store = &self.inner.store;
-        let prefix = Path::from(MANIFEST_PREFIX.trim_end_matches('/'));
-        let listed: Vec<_> = store.list(Some(&prefix)).collect().await;
-        let mut manifests = Vec::new();
-        let oldest = unix_ms().saturating_sub(MANIFEST_MAX_AGE.as_millis() as u64);
-        for meta in listed.into_iter().flatten() {
-            if meta.size > 8 << 20 {
-                continue;
-            }
-            let Ok(got) = store.get(&meta.location).await else {
-                continue;
-            };
-            let Ok(bytes) = got.bytes().await else {
-                continue;
-            };
-            match serde_json::from_slice::<Manifest>(&bytes) {
-                Ok(m) if m.written_unix_ms >= oldest => manifests.push(m),
-                Ok(_) => {
-                    let _ = store.delete(&meta.location).await;
-                }
-                Err(e) => {
-                    tracing::warn!(manifest = %meta.location, error = %e, "unreadable manifest")
-                }
-            }
-        }
-        let me = self.me();
-        let capacity = self.inner.entries.stats().capacity_bytes;
-        let budget = (capacity as f64 * self.scale().config.prewarm_fraction) as u64;
-        let membership = self.membership();
-        let chosen = plan(&manifests, |k| membership.owner(k) == me, budget);
-        let loaded = AtomicU64::new(0);
-        futures::stream::iter(chosen)
-            .for_each_concurrent(8, |entry| {
-                let loaded = &loaded;
-                async move {
-                    let key = entry.key.as_str();
-                    if self.check_owner(key).is_err()
-                        || self.inner.entries.peek(key).await.is_some()
-                    {
-                        return;
-                    }
-                    let budget = Duration::from_secs(10);
-                    if self
-                        .inner
-                        .entries
-                        .load(key, || self.read_store(key, budget))
-                        .await
-                        .is_ok()
-                    {
-                        loaded.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-            .await;
-        let loaded = loaded.into_inner();
-        self.scale().prewarmed.fetch_add(loaded, Ordering::Relaxed);
-        tracing::info!(manifests = manifests.len(), loaded, "pre-warmed");
-        loaded
-    }
-
-    /// Until `stop`: asks a random peer for its member list now and then, adopting a newer
-    /// one, so a change that reached only some nodes reaches all.
+    /// Until `stop`: asks the store whether a newer epoch was claimed, and a random peer of
+    /// the current and previous lists for its epoch, adopting a newer one.
     pub(crate) async fn gossip(&self, mut stop: watch::Receiver<bool>) {
         let interval = self.scale().config.gossip_interval;
         loop {
@@ -545,220 +753,37 @@ impl CacheNode {
                 _ = stop.wait_for(|s| *s) => return,
                 () = tokio::time::sleep(interval) => {}
             }
-            let membership = self.membership();
+            match self.inner.epochs.probe().await {
+                Ok(Some(latest)) => {
+                    if let Err(e) = self.catch_up(latest).await {
+                        tracing::debug!(error = %e, latest, "could not adopt the newest epoch");
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "could not probe the store for epochs"),
+            }
             let me = self.me();
-            let others: Vec<&String> = membership.members().iter().filter(|m| **m != me).collect();
+            let mut others: Vec<String> = self.membership().members().to_vec();
+            if let Some(g) = lock(&self.scale().gained).as_ref() {
+                others.extend(g.previous.members().iter().cloned());
+            }
+            others.retain(|m| *m != me);
+            others.sort();
+            others.dedup();
             if others.is_empty() {
                 continue;
             }
-            let peer = others[rand::random_range(0..others.len())];
+            let peer = &others[rand::random_range(0..others.len())];
             let mut admin = pb::admin_client::AdminClient::new(self.peer(peer));
             if let Ok(Ok(reply)) =
                 tokio::time::timeout(PEER_TIMEOUT, admin.members(pb::MembersRequest {})).await
             {
-                let reply = reply.into_inner();
-                if reply.epoch > membership.epoch()
-                    && let Ok(next) = Membership::new(reply.epoch, reply.members)
-                {
-                    self.adopt(next);
+                let epoch = reply.into_inner().epoch;
+                if let Err(e) = self.catch_up(epoch).await {
+                    tracing::debug!(error = %e, epoch, "could not adopt a peer's epoch");
                 }
             }
         }
-    }
-
-    /// Until `stop`: writes the hot-key manifest every `manifest_interval`.
-    pub(crate) async fn write_manifests(&self, mut stop: watch::Receiver<bool>) {
-        let interval = self.scale().config.manifest_interval;
-        loop {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                () = tokio::time::sleep(interval) => {}
-            }
-            if let Err(e) = self.write_manifest().await {
-                tracing::warn!(error = %e, "could not write the hot-key manifest");
-            }
-        }
-    }
-
-    /// Scaling advice from every member's counters, with rates since the previous call.
-    pub async fn advice(&self) -> pb::AdviceReply {
-        let membership = self.membership();
-        let me = self.me();
-        let stats = futures::future::join_all(membership.members().iter().map(|addr| {
-            let node = self.clone();
-            let me = me.clone();
-            async move {
-                if *addr == me {
-                    node.inner.entries.sync().await;
-                    return Some(node.stats());
-                }
-                let mut admin = pb::admin_client::AdminClient::new(node.peer(addr));
-                match tokio::time::timeout(PEER_TIMEOUT, admin.stats(pb::StatsRequest {})).await {
-                    Ok(Ok(r)) => Some(r.into_inner()),
-                    _ => None,
-                }
-            }
-        }))
-        .await;
-        let stats: Vec<pb::NodeStats> = stats.into_iter().flatten().collect();
-        let totals = Totals {
-            reads: stats.iter().map(|s| s.hits + s.misses).sum(),
-            ghost_hits: stats.iter().map(|s| s.ghost_hits).sum(),
-            requests: stats.iter().map(|s| s.gets + s.puts + s.deletes).sum(),
-            bytes_served: stats.iter().map(|s| s.bytes_served).sum(),
-        };
-        let now = Instant::now();
-        let mut guard = lock(&self.scale().advisor);
-        let (since, before) = guard.1.unwrap_or((self.scale().started, Totals::default()));
-        let secs = now.saturating_duration_since(since).as_secs_f64().max(1e-3);
-        let reads = totals.reads.saturating_sub(before.reads);
-        let served = totals.bytes_served.saturating_sub(before.bytes_served);
-        let obs = Observation {
-            nodes: membership.members().len() as u32,
-            bytes_used: stats.iter().map(|s| s.bytes_used).sum(),
-            capacity_bytes: stats.iter().map(|s| s.capacity_bytes).sum(),
-            reads,
-            ghost_hits: totals.ghost_hits.saturating_sub(before.ghost_hits),
-            requests_per_s: totals.requests.saturating_sub(before.requests) as f64 / secs,
-            bytes_served_per_s: served as f64 / secs,
-            mean_object_bytes: if reads == 0 {
-                0.0
-            } else {
-                served as f64 / reads as f64
-            },
-        };
-        guard.1 = Some((now, totals));
-        let advice = guard.0.advise(&obs, now);
-        pb::AdviceReply {
-            current_nodes: obs.nodes,
-            desired_nodes: advice.desired_nodes,
-            reason: advice.reason,
-            bytes_used: obs.bytes_used,
-            capacity_bytes: obs.capacity_bytes,
-            ghost_hit_ratio: obs.ghost_ratio(),
-            requests_per_s: obs.requests_per_s,
-            bytes_served_per_s: obs.bytes_served_per_s,
-            mean_object_bytes: obs.mean_object_bytes,
-        }
-    }
-}
-
-/// Hands every cached entry whose home moved to its new owner, hottest first, then marks the
-/// node drained if it is no longer a member. Entries that moved are dropped from this node's
-/// cache once the handoff window ends.
-async fn hand_off(node: &CacheNode, current: &Arc<Membership>) {
-    // Writes that passed their ownership check under the old list finish first.
-    node.inner.entries.barrier().await;
-    let me = node.me();
-    let mut moved: Vec<(u32, Arc<str>, Entry, String)> = node
-        .inner
-        .entries
-        .snapshot()
-        .into_iter()
-        .filter_map(|(key, entry)| {
-            let owner = current.owner(&key);
-            (owner != me).then(|| {
-                let freq = node.inner.sketch.estimate(key_hash(&key));
-                (freq, key, entry, owner.to_owned())
-            })
-        })
-        .collect();
-    moved.sort_by_key(|m| std::cmp::Reverse(m.0));
-    let mut by_owner: HashMap<String, Vec<(Arc<str>, Entry)>> = HashMap::new();
-    for (_, key, entry, owner) in moved {
-        by_owner.entry(owner).or_default().push((key, entry));
-    }
-    let total: usize = by_owner.values().map(Vec::len).sum();
-    tracing::info!(
-        entries = total,
-        owners = by_owner.len(),
-        "handing entries over"
-    );
-    futures::future::join_all(
-        by_owner
-            .iter()
-            .map(|(owner, entries)| send_to(node, current, owner, entries)),
-    )
-    .await;
-    if !current.contains(&me) {
-        node.scale().drained.store(true, Ordering::SeqCst);
-        tracing::info!("drained");
-        return;
-    }
-    // Keep the moved entries while new owners may still ask for them, then let them go.
-    tokio::time::sleep(node.scale().config.handoff_window).await;
-    if node.membership().epoch() == current.epoch() {
-        for entries in by_owner.values() {
-            for (key, _) in entries {
-                if node.membership().owner(key) != me {
-                    node.inner.entries.invalidate(key).await;
-                }
-            }
-        }
-    }
-}
-
-/// Streams `entries` to `owner` in batches, with a few batches in flight at most.
-async fn send_to(
-    node: &CacheNode,
-    current: &Membership,
-    owner: &str,
-    entries: &[(Arc<str>, Entry)],
-) {
-    let epoch = current.epoch();
-    let members = current.members().to_vec();
-    let (tx, rx) = mpsc::channel::<pb::HandoffBatch>(HANDOFF_BATCHES_IN_FLIGHT);
-    let mut peer = pb::peer_client::PeerClient::new(node.peer(owner))
-        .max_encoding_message_size(usize::MAX)
-        .max_decoding_message_size(usize::MAX);
-    let app = node.app().to_owned();
-    let produce = async move {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for (key, entry) in entries {
-            bytes += entry.value.len();
-            batch.push(pb::HandoffEntry {
-                key: key.to_string(),
-                value: entry.value.clone(),
-                version: entry.version.as_str().to_owned(),
-            });
-            if bytes >= HANDOFF_BATCH_BYTES || batch.len() >= 1024 {
-                let entries = std::mem::take(&mut batch);
-                bytes = 0;
-                let message = pb::HandoffBatch {
-                    app: app.clone(),
-                    epoch,
-                    entries,
-                    members: members.clone(),
-                };
-                if tx.send(message).await.is_err() {
-                    return;
-                }
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx
-                .send(pb::HandoffBatch {
-                    app,
-                    epoch,
-                    entries: batch,
-                    members,
-                })
-                .await;
-        }
-    };
-    let window = node.scale().config.handoff_window;
-    let call = tokio::time::timeout(window, peer.handoff(ReceiverStream::new(rx)));
-    let (reply, ()) = tokio::join!(call, produce);
-    match reply {
-        Ok(Ok(reply)) => {
-            let reply = reply.into_inner();
-            node.scale()
-                .handoff_sent
-                .fetch_add(reply.accepted, Ordering::Relaxed);
-            tracing::info!(%owner, accepted = reply.accepted, refused = reply.refused, "handed over");
-        }
-        Ok(Err(status)) => tracing::warn!(%owner, %status, "handoff failed"),
-        Err(_) => tracing::warn!(%owner, "handoff did not finish within the window"),
     }
 }

@@ -49,6 +49,8 @@ impl CacheNode {
     {
         let local = listener.local_addr()?;
         self.set_addr(local.to_string())?;
+        // The membership epoch comes from the store before anything is served.
+        self.boot().await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let max_message = usize::try_from(self.limits().max_value_bytes)
             .unwrap_or(usize::MAX)
@@ -63,10 +65,7 @@ impl CacheNode {
         // Background work: gossip, manifests, pre-warming. It stops with the node.
         let mut background = vec![tokio::spawn({
             let (node, stop) = (self.clone(), stop_rx.clone());
-            async move {
-                node.announce().await;
-                node.gossip(stop).await
-            }
+            async move { node.gossip(stop).await }
         })];
         if self.inner.scale.config.prewarm {
             background.push(tokio::spawn({
@@ -76,6 +75,8 @@ impl CacheNode {
             background.push(tokio::spawn({
                 let node = self.clone();
                 async move {
+                    // Pre-warm once the node owns keys and they are settled.
+                    node.wait_member_and_sealed().await;
                     node.prewarm().await;
                 }
             }));

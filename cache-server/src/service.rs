@@ -89,25 +89,28 @@ fn error_reply(id: u64, err: &Error) -> pb::Reply {
 async fn run_op(node: &CacheNode, id: u64, kind: OpKind, budget: Duration) -> pb::Reply {
     let work = async {
         match kind {
-            OpKind::Load { get, hot } => node
-                .load(&get.key, read_options(&get), hot, budget)
+            OpKind::Load { get, hot, epoch } => node
+                .load(&get.key, read_options(&get, epoch), hot, budget)
                 .await
                 .map(|answer| answer_reply(id, answer)),
             OpKind::Put {
                 key,
                 value,
                 if_match,
+                epoch,
             } => node
-                .put(&key, value, if_match.as_deref(), budget)
+                .put(&key, value, if_match.as_deref(), epoch, budget)
                 .await
                 .map(|v| pb::Reply {
                     id,
                     result: Some(pb::reply::Result::Written(written(v))),
                 }),
-            OpKind::Delete { key } => node.delete(&key, budget).await.map(|()| pb::Reply {
-                id,
-                result: Some(pb::reply::Result::Deleted(pb::Deleted {})),
-            }),
+            OpKind::Delete { key, epoch } => {
+                node.delete(&key, epoch, budget).await.map(|()| pb::Reply {
+                    id,
+                    result: Some(pb::reply::Result::Deleted(pb::Deleted {})),
+                })
+            }
         }
     };
     match tokio::time::timeout(budget + GRACE, work).await {
@@ -121,43 +124,50 @@ enum OpKind {
     Load {
         get: pb::Get,
         hot: bool,
+        epoch: u64,
     },
     Put {
         key: String,
         value: bytes::Bytes,
         if_match: Option<String>,
+        epoch: u64,
     },
     Delete {
         key: String,
+        epoch: u64,
     },
 }
 
-fn read_options(get: &pb::Get) -> ReadOptions<'_> {
+fn read_options(get: &pb::Get, epoch: u64) -> ReadOptions<'_> {
     ReadOptions {
         fallback: get.fallback,
         strict: get.consistency() == pb::Consistency::Strict,
         if_none_match: Some(get.if_none_match.as_str()).filter(|v| !v.is_empty()),
+        epoch,
     }
 }
 
 /// What to do with one op: answer it now, or run it as a task.
 async fn triage(node: &CacheNode, op: pb::Op) -> Result<pb::Reply, (u64, OpKind)> {
-    let id = op.id;
+    let (id, epoch) = (op.id, op.epoch);
     match op.kind {
-        Some(pb::op::Kind::Get(get)) => match node.lookup(&get.key, read_options(&get)).await {
-            Ok((Some(answer), _)) => Ok(answer_reply(id, answer)),
-            Ok((None, hot)) => Err((id, OpKind::Load { get, hot })),
-            Err(e) => Ok(error_reply(id, &node.failed(e))),
-        },
+        Some(pb::op::Kind::Get(get)) => {
+            match node.lookup(&get.key, read_options(&get, epoch)).await {
+                Ok((Some(answer), _)) => Ok(answer_reply(id, answer)),
+                Ok((None, hot)) => Err((id, OpKind::Load { get, hot, epoch })),
+                Err(e) => Ok(error_reply(id, &node.failed(e))),
+            }
+        }
         Some(pb::op::Kind::Put(p)) => Err((
             id,
             OpKind::Put {
                 key: p.key,
                 value: p.value,
                 if_match: p.if_match,
+                epoch,
             },
         )),
-        Some(pb::op::Kind::Delete(d)) => Err((id, OpKind::Delete { key: d.key })),
+        Some(pb::op::Kind::Delete(d)) => Err((id, OpKind::Delete { key: d.key, epoch })),
         None => Ok(error_reply(
             id,
             &Error::InvalidRequest("the op has no kind".into()),
@@ -213,6 +223,7 @@ impl pb::data_server::Data for DataService {
         let node = &self.node;
         let opts = ReadOptions {
             fallback: req.fallback,
+            epoch: req.epoch,
             ..ReadOptions::default()
         };
         let result = async {
@@ -232,7 +243,8 @@ impl pb::data_server::Data for DataService {
         let node = &self.node;
         let result = async {
             node.check_app(&req.app)?;
-            node.put(&req.key, req.value, None, node.op_budget(0)).await
+            node.put(&req.key, req.value, None, req.epoch, node.op_budget(0))
+                .await
         }
         .await;
         result
@@ -248,7 +260,7 @@ impl pb::data_server::Data for DataService {
         let node = &self.node;
         let result = async {
             node.check_app(&req.app)?;
-            node.delete(&req.key, node.op_budget(0)).await
+            node.delete(&req.key, req.epoch, node.op_budget(0)).await
         }
         .await;
         result
@@ -445,18 +457,23 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::SetMembersReply>, Status> {
         let req = request.into_inner();
         let adopted = if req.relay {
-            let next =
-                cache_core::Membership::new(req.epoch, req.members).map_err(|e| to_status(&e))?;
-            self.node.adopt(next)
-        } else {
+            // An epoch another node claimed: adopt what its record in the store says.
             self.node
-                .set_members(req.epoch, req.members)
+                .catch_up(req.epoch)
                 .await
-                .map_err(|e| Status::invalid_argument(e.to_string()))?
+                .map_err(|e| to_status(&e))?
+        } else {
+            let epoch = (req.epoch != 0).then_some(req.epoch);
+            self.node
+                .set_members(epoch, req.members)
+                .await
+                .map_err(|e| to_status(&e))?
         };
+        let m = self.node.membership();
         Ok(Response::new(pb::SetMembersReply {
             adopted,
-            epoch: self.node.membership().epoch(),
+            epoch: m.epoch(),
+            members: m.members().to_vec(),
         }))
     }
 
@@ -491,23 +508,12 @@ impl pb::peer_server::Peer for PeerService {
         let mut reply = pb::HandoffReply::default();
         while let Some(batch) = inbound.message().await? {
             self.node.check_app(&batch.app).map_err(|e| to_status(&e))?;
-            // The sender may have heard of the change first.
-            if batch.epoch > self.node.membership().epoch()
-                && let Ok(next) = cache_core::Membership::new(batch.epoch, batch.members)
-            {
-                self.node.adopt(next);
-            }
-            for entry in batch.entries {
-                if self
-                    .node
-                    .accept_handoff(&entry.key, entry.value, entry.version)
-                    .await
-                {
-                    reply.accepted += 1;
-                } else {
-                    reply.refused += 1;
-                }
-            }
+            let (accepted, refused) = self
+                .node
+                .accept_handoff(batch.epoch, batch.sealed, batch.entries)
+                .await;
+            reply.accepted += accepted;
+            reply.refused += refused;
         }
         Ok(Response::new(reply))
     }
@@ -518,7 +524,7 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<pb::PeekReply>, Status> {
         let req = request.into_inner();
         self.node.check_app(&req.app).map_err(|e| to_status(&e))?;
-        let reply = match self.node.peek_local(&req.key).await {
+        let reply = match self.node.departed(&req.key, req.epoch) {
             Some(entry) => pb::PeekReply {
                 found: true,
                 value: entry.value,
@@ -527,5 +533,19 @@ impl pb::peer_server::Peer for PeerService {
             None => pb::PeekReply::default(),
         };
         Ok(Response::new(reply))
+    }
+
+    async fn fence(
+        &self,
+        request: Request<pb::FenceRequest>,
+    ) -> Result<Response<pb::FenceReply>, Status> {
+        let req = request.into_inner();
+        self.node.check_app(&req.app).map_err(|e| to_status(&e))?;
+        let (epoch, sealed) = self
+            .node
+            .fence(req.epoch)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::FenceReply { epoch, sealed }))
     }
 }

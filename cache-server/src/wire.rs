@@ -20,6 +20,7 @@ pub fn to_wire(err: &Error) -> pb::Error {
         Error::StoreUnavailable(_) => (pb::ErrorCode::StoreUnavailable, 0, Vec::new()),
         Error::Timeout(_) => (pb::ErrorCode::Timeout, 0, Vec::new()),
         Error::Overloaded(_) => (pb::ErrorCode::Overloaded, 0, Vec::new()),
+        Error::NotSettled(_) => (pb::ErrorCode::NotSettled, 0, Vec::new()),
         Error::VersionMismatch { .. } => (pb::ErrorCode::VersionMismatch, 0, Vec::new()),
         Error::InvalidRequest(_) | Error::InvalidMembership(_) => {
             (pb::ErrorCode::InvalidRequest, 0, Vec::new())
@@ -43,7 +44,7 @@ pub fn grpc_code(code: pb::ErrorCode) -> Code {
         | pb::ErrorCode::InvalidRequest => Code::InvalidArgument,
         pb::ErrorCode::NotFound => Code::NotFound,
         pb::ErrorCode::WrongOwner => Code::FailedPrecondition,
-        pb::ErrorCode::StoreUnavailable => Code::Unavailable,
+        pb::ErrorCode::StoreUnavailable | pb::ErrorCode::NotSettled => Code::Unavailable,
         pb::ErrorCode::Timeout => Code::DeadlineExceeded,
         pb::ErrorCode::Overloaded => Code::ResourceExhausted,
         pb::ErrorCode::VersionMismatch => Code::Aborted,

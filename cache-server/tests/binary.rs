@@ -3,6 +3,7 @@
 mod common;
 
 use cache_client::CacheClient;
+use clap::Parser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_a_file_store_and_exits_cleanly_on_sigterm() {
@@ -96,5 +97,87 @@ async fn a_removed_server_drains_on_sigterm() {
         let got = cache.get_entry(key).await.unwrap().unwrap();
         assert_eq!(got.tier, cache_client::Tier::Home, "{key}");
     }
+    a.terminate();
+}
+
+/// The documented scale-out flow, through the binaries: start the new node with the full
+/// member list, then `cachectl members set` the same list. The new node must take the keys
+/// that move to it from their previous owner, and serve them as home hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_scale_out_flow_hands_entries_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let base = ["--app", "flow", "--store", &store, "--capacity", "16MiB"];
+    let a = common::Server::spawn(&base, &[]);
+    let cache = CacheClient::builder()
+        .app("flow")
+        .nodes([a.addr.clone()])
+        .build()
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..300).map(|i| format!("flow/{i}")).collect();
+    for key in &keys {
+        cache.put(key, key.clone()).await.unwrap();
+    }
+
+    // Start the new node with the full list...
+    let a_addr = a.addr.clone();
+    let b = common::Server::spawn_known(
+        |me| {
+            let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+            args.extend(["--peers".into(), format!("{a_addr},{me}")]);
+            args
+        },
+        &[],
+    );
+    let full = format!("{},{}", a.addr, b.addr);
+    // ...then set it, as the README says, with cachectl.
+    let ctl = |args: &[&str]| {
+        let mut argv = vec!["cachectl", "--nodes", a.addr.as_str(), "--app", "flow"];
+        argv.extend_from_slice(args);
+        cache_client::cli::Args::try_parse_from(argv).unwrap()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cache_client::cli::run(ctl(&["members", "set", &full]), &mut out, &mut err).await;
+    assert_eq!(
+        code,
+        std::process::ExitCode::SUCCESS,
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+
+    cache.refresh_members().await.unwrap();
+    let moved: Vec<&String> = keys.iter().filter(|k| cache.home_of(k) == b.addr).collect();
+    assert!(
+        moved.len() > 60,
+        "about half the keys move: {}",
+        moved.len()
+    );
+    // The handoff streams what moved to b; its accepted count is in b's stats.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let received = loop {
+        let stats = cache.stats().await.unwrap();
+        let at_b = stats
+            .nodes
+            .iter()
+            .find(|n| n.addr == b.addr)
+            .and_then(|n| n.stats.clone())
+            .map_or(0, |s| s.handoff_received);
+        if at_b as usize >= moved.len() || std::time::Instant::now() > deadline {
+            break at_b;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        received as usize,
+        moved.len(),
+        "every moved entry was accepted"
+    );
+    for key in moved.iter().take(50) {
+        let got = cache.get_entry(key).await.unwrap().unwrap();
+        assert_eq!(got.tier, cache_client::Tier::Home, "{key}");
+        assert_eq!(got.value.as_ref(), key.as_bytes());
+    }
+    b.terminate();
     a.terminate();
 }

@@ -1,4 +1,5 @@
 //! Running the `cache-server` binary in tests.
+#![allow(dead_code)] // Each test binary uses its own part of this module.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -14,8 +15,32 @@ impl Server {
     /// Starts the binary with `--listen 127.0.0.1:0` and `args`, and reads the address it
     /// bound from its log.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::try_spawn_at("127.0.0.1:0", args, env).expect("start cache-server")
+    }
+
+    /// Starts the binary on a port this process picked, retrying on another port when the
+    /// server reports the address in use (another process took it meanwhile). `args` is given
+    /// the address, for flags that name it (such as `--peers`).
+    pub fn spawn_known(args: impl Fn(&str) -> Vec<String>, env: &[(&str, &str)]) -> Self {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .to_string();
+            let args = args(&addr);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match Self::try_spawn_at(&addr, &args, env) {
+                Ok(server) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("cache-server did not start: {last}");
+    }
+
+    fn try_spawn_at(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cache-server"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -32,17 +57,25 @@ impl Server {
             }
         });
         let addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("cache-server did not report its address within 30 s");
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("cache-server did not report its address within 30 s".into());
+            };
             if let Some(rest) = line.split("addr=").nth(1)
                 && line.contains("serving")
             {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
-            assert!(!line.contains("Error"), "cache-server failed: {line}");
+            if line.contains("Error") {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("cache-server failed: {line}"));
+            }
         };
-        Self { addr, child }
+        // Keep draining its log, so that the server never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        Ok(Self { addr, child })
     }
 
     /// Sends SIGTERM and waits for a clean exit.
