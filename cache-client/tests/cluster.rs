@@ -380,3 +380,83 @@ async fn shutdown_finishes_while_a_client_holds_a_stream() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(cache.get("k").await.is_err());
 }
+
+/// A write whose answer is lost after the store applied it (an unknown outcome) must not
+/// leave the old value cached: the next read returns what the store holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_of_unknown_outcome_leaves_no_stale_copy() {
+    let flaky = InstrumentedStore::new(open_store("memory:///").unwrap());
+    let store: Arc<dyn ObjectStore> = Arc::new(flaky.clone());
+    let cluster = LocalCluster::start(1, |b| {
+        b.app(APP)
+            .store(store.clone())
+            .store_timeout(Duration::from_millis(200))
+    })
+    .await
+    .unwrap();
+    let cache = client(&cluster).await;
+    cache.put("k", "old").await.unwrap();
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"old"[..]));
+    flaky.set_write_acks_lost(true);
+    match cache.put("k", "new").await {
+        Err(Error::Unavailable(why)) => assert!(why.contains("did not answer"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    flaky.set_write_acks_lost(false);
+    // The write landed although it failed: reads must not serve the old copy.
+    for _ in 0..3 {
+        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"new"[..]));
+    }
+    let node = cluster.node(0);
+    assert!(node.entries().is_suspect("k"));
+    assert_eq!(
+        node.entries().peek("k").await,
+        None,
+        "a suspect key's reads are not cached"
+    );
+    cluster.shutdown().await;
+}
+
+/// A conditional put is checked by the store itself: a writer that goes straight to the store
+/// between the put's start and its write makes it fail, instead of being overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_writer_cannot_slip_into_a_conditional_put() {
+    let inner = open_store("memory:///").unwrap();
+    let slow = InstrumentedStore::new(inner.clone());
+    let store: Arc<dyn ObjectStore> = Arc::new(slow.clone());
+    let cluster = LocalCluster::start(1, |b| b.app(APP).store(store.clone()))
+        .await
+        .unwrap();
+    let cache = client(&cluster).await;
+    let v1 = cache.put("c", "one").await.unwrap();
+    slow.set_put_latency(Duration::from_millis(300));
+    let racing = {
+        let cache = cache.clone();
+        let v1 = v1.clone();
+        tokio::spawn(async move { cache.put_if_version("c", "two", &v1).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Straight to the store, while the conditional put waits to write.
+    inner
+        .put(&Path::from("c"), Bytes::from_static(b"direct").into())
+        .await
+        .unwrap();
+    match racing.await.unwrap() {
+        Err(Error::VersionMismatch(_)) => {}
+        other => panic!("the conditional put must lose to the direct write: {other:?}"),
+    }
+    slow.set_put_latency(Duration::ZERO);
+    let got = cache
+        .get_entry_with("c", cache_client::Consistency::Strict)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.value.as_ref(), b"direct");
+    // "Only if absent" is checked by the store too.
+    assert!(matches!(
+        cache.put_if_version("c", "again", "").await,
+        Err(Error::VersionMismatch(_))
+    ));
+    cache.put_if_version("fresh", "first", "").await.unwrap();
+    cluster.shutdown().await;
+}

@@ -9,9 +9,11 @@
 //!   read served from the cache can return the old content once the store may hold the new
 //!   one. After the store call it caches the new entry only if the stripe's generation is the
 //!   one its start left: no other write, invalidation or ownership change overlapped it, so
-//!   the cache cannot end up with an older version than the store.
+//!   the cache cannot end up with an older version than the store. A write that definitely
+//!   failed (such as a conditional write whose condition did not hold) puts the old copy
+//!   back on the same terms.
 //! - **A miss** ([`EntryStore::load`]) reads the generation before it calls the store and
-//!   caches the result only if it is unchanged. A load that raced a write is returned to its
+//!   caches the result only if it is unchanged and no write of the stripe is in progress. A load that raced a write is returned to its
 //!   caller, which asked before the write finished, but is not cached.
 //! - **An unknown outcome.** A write that failed in a way that may still have reached the
 //!   store (a timeout, an outage) leaves nothing cached, and marks its key *suspect* for a
@@ -115,6 +117,15 @@ enum LoadOutcome {
     Failed(Error),
 }
 
+/// The state of one stripe of keys.
+#[derive(Debug, Default)]
+struct Stripe {
+    /// Bumped when a write begins or ends, an entry is invalidated, or ownership changes.
+    generation: u64,
+    /// Writes whose store call is in progress.
+    writing: u32,
+}
+
 /// A byte-bounded cache of entries keyed by blob name.
 #[derive(Clone)]
 pub struct EntryStore {
@@ -127,8 +138,8 @@ struct Inner {
     ghosts: moka::sync::Cache<u64, ()>,
     capacity: u64,
     counters: Arc<Counters>,
-    // Each stripe's generation (see the module docs), under a lock held only briefly.
-    stripes: Box<[Mutex<u64>]>,
+    // Each stripe's state (see the module docs), under a lock held only briefly.
+    stripes: Box<[Mutex<Stripe>]>,
     // Hashes of keys whose last write has an unknown outcome, until their window ends.
     suspects: moka::sync::Cache<u64, ()>,
 }
@@ -172,7 +183,9 @@ impl EntryStore {
                 }
             })
             .build();
-        let stripes = (0..STRIPES).map(|_| Mutex::new(0)).collect();
+        let stripes = (0..STRIPES)
+            .map(|_| Mutex::new(Stripe::default()))
+            .collect();
         let suspects = moka::sync::Cache::builder()
             .max_capacity(MAX_SUSPECTS)
             .time_to_live(suspect_for.max(Duration::from_millis(1)))
@@ -189,7 +202,7 @@ impl EntryStore {
         }
     }
 
-    fn stripe(&self, key: &str) -> &Mutex<u64> {
+    fn stripe(&self, key: &str) -> &Mutex<Stripe> {
         &self.inner.stripes[(key_hash(key) % STRIPES as u64) as usize]
     }
 
@@ -242,13 +255,15 @@ impl EntryStore {
         let stripe = self.stripe(key);
         let cache = &self.inner.cache;
         let init = async {
-            let generation = *stripe.lock().await;
+            let generation = stripe.lock().await.generation;
             let entry = match load().await {
                 Ok(entry) => entry,
                 Err(e) => return Err(LoadOutcome::Failed(e)),
             };
             let current = stripe.lock().await;
-            if *current == generation && !self.is_suspect(key) {
+            // Not while a write of the stripe is in progress either: the store may hold its
+            // value already, and a read of the store (a strict read) may have seen it.
+            if current.generation == generation && current.writing == 0 && !self.is_suspect(key) {
                 cache.insert(Arc::from(key), entry.clone()).await;
                 self.inner.counters.inserts.fetch_add(1, Ordering::Relaxed);
             }
@@ -282,28 +297,33 @@ impl EntryStore {
         Fut: Future<Output = Result<Option<Entry>, Error>>,
     {
         let stripe = self.stripe(key);
-        let started = {
-            let mut generation = stripe.lock().await;
-            *generation += 1;
-            self.inner.cache.invalidate(key).await;
-            *generation
+        let (started, before) = {
+            let mut state = stripe.lock().await;
+            state.generation += 1;
+            state.writing += 1;
+            (state.generation, self.inner.cache.remove(key).await)
         };
         let written = write().await;
-        let mut generation = stripe.lock().await;
+        let mut state = stripe.lock().await;
+        state.writing -= 1;
+        let alone = state.generation == started;
         match &written {
-            Ok(Some(entry)) if *generation == started => {
+            Ok(Some(entry)) if alone => {
                 self.inner.cache.insert(Arc::from(key), entry.clone()).await;
                 self.inner.counters.inserts.fetch_add(1, Ordering::Relaxed);
             }
             Ok(_) => self.inner.cache.invalidate(key).await,
-            Err(e) => {
-                if e.outcome_unknown() {
-                    self.inner.suspects.insert(key_hash(key), ());
-                }
+            Err(e) if e.outcome_unknown() => {
+                self.inner.suspects.insert(key_hash(key), ());
                 self.inner.cache.invalidate(key).await;
             }
+            // The store is unchanged: put back what was cached, unless something overlapped.
+            Err(_) => match before {
+                Some(entry) if alone => self.inner.cache.insert(Arc::from(key), entry).await,
+                _ => self.inner.cache.invalidate(key).await,
+            },
         }
-        *generation += 1;
+        state.generation += 1;
         written
     }
 
@@ -321,7 +341,7 @@ impl EntryStore {
     /// result. Called when the node's ownership changes.
     pub async fn bump_all(&self) {
         for stripe in self.inner.stripes.iter() {
-            *stripe.lock().await += 1;
+            stripe.lock().await.generation += 1;
         }
     }
 
@@ -348,11 +368,15 @@ impl EntryStore {
     where
         F: FnOnce() -> bool,
     {
-        let mut generation = self.stripe(key).lock().await;
-        if refuse() || self.is_suspect(key) || self.inner.cache.contains_key(key) {
+        let mut state = self.stripe(key).lock().await;
+        if refuse()
+            || state.writing > 0
+            || self.is_suspect(key)
+            || self.inner.cache.contains_key(key)
+        {
             return false;
         }
-        *generation += 1;
+        state.generation += 1;
         self.inner.cache.insert(Arc::from(key), entry).await;
         self.inner.counters.inserts.fetch_add(1, Ordering::Relaxed);
         true
@@ -369,8 +393,7 @@ impl EntryStore {
 
     /// Removes `key` from the cache only (the store is not touched).
     pub async fn invalidate(&self, key: &str) {
-        let mut generation = self.stripe(key).lock().await;
-        *generation += 1;
+        self.stripe(key).lock().await.generation += 1;
         self.inner.cache.invalidate(key).await;
     }
 
@@ -490,7 +513,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delete_removes_and_a_failed_write_leaves_nothing_cached() {
+    async fn delete_removes_and_a_definite_failure_keeps_the_copy() {
         let store = EntryStore::new(1 << 20);
         store
             .write_through("k", || async { Ok(Some(entry("v", "1"))) })
@@ -505,7 +528,11 @@ mod tests {
             })
             .await;
         assert!(err.is_err());
-        assert_eq!(store.peek("k").await, None, "the next read reloads");
+        assert_eq!(
+            store.peek("k").await.unwrap().version.as_str(),
+            "1",
+            "a definite failure changed nothing: the copy is back"
+        );
         assert!(!store.is_suspect("k"), "a definite failure is not suspect");
         store
             .write_through("k", || async { Ok(Some(entry("v", "2"))) })
@@ -591,6 +618,37 @@ mod tests {
             None,
             "which write landed last is unknown"
         );
+    }
+
+    /// A load that starts and ends while a write's store call is in progress is served but
+    /// not cached: the store may already hold the write's value.
+    #[tokio::test]
+    async fn a_load_during_a_write_is_not_cached() {
+        let store = EntryStore::new(1 << 20);
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let (started, in_store_call) = tokio::sync::oneshot::channel::<()>();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write_through("k", || async move {
+                        started.send(()).unwrap();
+                        wait.await.unwrap();
+                        Ok(Some(entry("new", "2")))
+                    })
+                    .await
+            })
+        };
+        in_store_call.await.unwrap();
+        let (_, how) = store
+            .get_or_load("k", || async { Ok(entry("old", "1")) })
+            .await
+            .unwrap();
+        assert_eq!(how, Lookup::Loaded);
+        assert_eq!(store.peek("k").await, None);
+        release.send(()).unwrap();
+        writer.await.unwrap().unwrap();
+        assert_eq!(store.peek("k").await.unwrap().version.as_str(), "2");
     }
 
     #[tokio::test]

@@ -2,8 +2,10 @@
 //!
 //! Counters are copied from [`CacheNode::stats`] into a Prometheus recorder once a second, so
 //! a scrape sees values at most a second old. Reads are counted by tier: `home` (a hit on the
-//! key's home node), `handoff` (served by the key's previous owner during a handoff) and
-//! `store` (a miss read from the blob store).
+//! key's home node), `handoff` (served by the key's previous owner during a handoff),
+//! `store` (a miss read from the blob store) and `unsettled` (read from the store, uncached,
+//! because the key's previous owners were not all fenced yet). `cachelet_sealed_epoch` and
+//! `cachelet_not_settled_total` (writes refused for that reason) show fencing at work.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +51,9 @@ pub fn record(recorder: &PrometheusRecorder, stats: &pb::NodeStats) {
         gauge!("cachelet_bytes_used").set(stats.bytes_used as f64);
         gauge!("cachelet_capacity_bytes").set(stats.capacity_bytes as f64);
         gauge!("cachelet_epoch").set(stats.epoch as f64);
+        gauge!("cachelet_sealed_epoch").set(stats.sealed as f64);
+        counter!("cachelet_reads_total", "tier" => "unsettled").absolute(stats.unsettled_reads);
+        counter!("cachelet_not_settled_total").absolute(stats.not_settled);
         gauge!("cachelet_drained").set(if stats.drained { 1.0 } else { 0.0 });
     });
 }

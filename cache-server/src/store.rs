@@ -111,6 +111,8 @@ struct Faults {
     lists: AtomicU64,
     failing: AtomicBool,
     latency_us: AtomicU64,
+    acks_lost: AtomicBool,
+    put_latency_us: AtomicU64,
 }
 
 /// A store wrapper that counts calls, adds latency, and fails on demand. Clones share their
@@ -164,6 +166,18 @@ impl InstrumentedStore {
         self.faults.latency_us.store(us, Ordering::SeqCst);
     }
 
+    /// Adds `latency` before every write, on top of [`InstrumentedStore::set_latency`].
+    pub fn set_put_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.faults.put_latency_us.store(us, Ordering::SeqCst);
+    }
+
+    /// While set, writes are applied but their answers never come: the caller times out
+    /// although its write landed (an unknown outcome).
+    pub fn set_write_acks_lost(&self, lost: bool) {
+        self.faults.acks_lost.store(lost, Ordering::SeqCst);
+    }
+
     /// The calls made so far.
     pub fn calls(&self) -> StoreCalls {
         let f = &self.faults;
@@ -201,7 +215,15 @@ impl ObjectStore for InstrumentedStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         self.before(&self.faults.puts).await?;
-        self.inner.put_opts(location, payload, opts).await
+        let us = self.faults.put_latency_us.load(Ordering::SeqCst);
+        if us > 0 {
+            tokio::time::sleep(Duration::from_micros(us)).await;
+        }
+        let result = self.inner.put_opts(location, payload, opts).await;
+        if self.faults.acks_lost.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        result
     }
 
     async fn put_multipart_opts(

@@ -199,6 +199,42 @@ async fn s3_read_through_write_through_and_outage() {
     assert_eq!(in_s3.meta.e_tag.as_deref(), Some(version.as_str()));
     assert_eq!(in_s3.bytes().await.unwrap().as_ref(), b"through");
 
+    // Conditional writes are checked by S3 itself (If-Match, If-None-Match).
+    store
+        .put(
+            &Path::from("written/b.txt"),
+            Bytes::from_static(b"direct").into(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            cache
+                .put_if_version("written/b.txt", "stale", &version)
+                .await,
+            Err(Error::VersionMismatch(_))
+        ),
+        "a conditional put on a version S3 no longer holds fails"
+    );
+    let current = store.head(&Path::from("written/b.txt")).await.unwrap();
+    let next = cache
+        .put_if_version(
+            "written/b.txt",
+            "through",
+            current.e_tag.as_deref().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        cache.put_if_version("written/b.txt", "x", "").await,
+        Err(Error::VersionMismatch(_))
+    ));
+    cache
+        .put_if_version("written/new.txt", "x", "")
+        .await
+        .unwrap();
+    let version = next;
+
     // Outage: the emulator stops mid-test.
     moto.stop();
     match cache.get("direct/never-read").await {
