@@ -217,7 +217,7 @@ async fn s3_read_through_write_through_and_outage() {
         "a conditional put on a version S3 no longer holds fails"
     );
     let current = store.head(&Path::from("written/b.txt")).await.unwrap();
-    let next = cache
+    cache
         .put_if_version(
             "written/b.txt",
             "through",
@@ -233,7 +233,6 @@ async fn s3_read_through_write_through_and_outage() {
         .put_if_version("written/new.txt", "x", "")
         .await
         .unwrap();
-    let version = next;
 
     // Outage: the emulator stops mid-test.
     moto.stop();
