@@ -33,6 +33,11 @@ async fn scale_scenario_reports_every_figure() {
         "{report:?}"
     );
     assert!(report.prewarmed_entries > 0);
+    // Handing entries over must pay: the window after scale-out hits more than without it.
+    assert!(
+        report.hit_ratio_after_handoff > report.hit_ratio_after_no_handoff,
+        "{report:?}"
+    );
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     for field in [

@@ -7,7 +7,8 @@ use cache_core::advisor::Observation;
 use cache_proto::v1 as pb;
 
 use crate::node::CacheNode;
-use crate::scale::{PEER_TIMEOUT, Totals, lock};
+use crate::scale::PEER_TIMEOUT;
+use crate::scale_state::{Totals, lock};
 
 impl CacheNode {
     /// Scaling advice from every member's counters, with rates since the previous call.

@@ -5,10 +5,16 @@
 //! `cache-server` binary as a sidecar.
 //!
 //! # Layout
-//! - [`node`]: [`CacheNode`] and its builder; the get, put and delete logic and counters.
-//! - `scale`: scale events: adopting member lists (relayed, and pulled by gossip), handing
-//!   entries to new owners, draining, pre-warm manifests, scaling advice.
-//! - [`service`]: the tonic `Data` and `Admin` services, and the `Pipe` stream's tasks.
+//! - [`node`]: [`CacheNode`] and its builder; the data plane: get, put and delete, the store
+//!   calls, and counters.
+//! - `epochs`: the node's fenced membership, a shell around [`cache_core::fence`]: epoch
+//!   records in the store (claim, read, probe), the write gate, waiting for settlement. It
+//!   knows nothing of the node.
+//! - `scale`: rebalancing: claiming and adopting epochs, the fence loop, handoff and `Peek`,
+//!   drain, gossip. `scale_state` holds its state apart from the node.
+//! - `prewarm`: hot-key manifests and pre-warming after scale-to-zero.
+//! - `advice`: scaling advice from every member's counters.
+//! - [`service`]: the tonic `Data`, `Admin` and `Peer` services, and the `Pipe` stream's tasks.
 //! - [`serve`](mod@serve): [`CacheNode::serve`] on a bound listener with a shutdown future.
 //! - [`wire`]: request errors as gRPC statuses with a machine-readable detail.
 //! - [`store`]: opening a blob store from a URL; [`store::InstrumentedStore`] for tests.
@@ -17,9 +23,12 @@
 //! - [`cluster`]: [`cluster::LocalCluster`], nodes in this process on ephemeral ports.
 //! - [`error`]: the crate's [`Error`].
 //!
-//! A get flows: `service` (decode, check app) → [`CacheNode`] `lookup` (validate key, check
-//! owner, cache hit?) → on a miss `load` (one store read for all concurrent misses, cached
-//! unless a write raced it) → reply, coalesced with other ready replies on the stream.
+//! A get flows: `service` (decode, check app) → [`CacheNode`] `lookup` (validate key; check
+//! the request's epoch and the owner; a settled key's cache hit?) → on a miss `load` (adopt a
+//! newer epoch the request carries; an unsettled key is read from the store uncached; else one
+//! store read for all concurrent misses, cached unless a write or ownership change raced it)
+//! → reply, coalesced with other ready replies on the stream. A put or delete also passes the
+//! write gate (`epochs`), which waits until the key is settled.
 //!
 //! # Examples
 //! ```no_run
@@ -47,6 +56,7 @@ pub mod metrics;
 pub mod node;
 mod prewarm;
 mod scale;
+mod scale_state;
 pub mod serve;
 pub mod service;
 pub mod store;

@@ -66,7 +66,7 @@ pub struct CacheNodeBuilder {
     max_batch_ops: usize,
     hot_threshold: u32,
     fencing: bool,
-    scale: crate::scale::ScaleConfig,
+    scale: crate::scale_state::ScaleConfig,
 }
 
 impl Default for CacheNodeBuilder {
@@ -84,7 +84,7 @@ impl Default for CacheNodeBuilder {
             max_batch_ops: 4096,
             hot_threshold: DEFAULT_HOT_THRESHOLD,
             fencing: true,
-            scale: crate::scale::ScaleConfig::default(),
+            scale: crate::scale_state::ScaleConfig::default(),
         }
     }
 }
@@ -288,7 +288,7 @@ impl CacheNodeBuilder {
                 counters: Counters::default(),
                 shutting_down: AtomicBool::new(false),
                 sketch: FrequencySketch::new(SKETCH_WIDTH),
-                scale: crate::scale::ScaleState::new(self.scale),
+                scale: crate::scale_state::ScaleState::new(self.scale),
                 hot_threshold: self.hot_threshold,
                 invalidations: broadcast::channel(INVALIDATION_BACKLOG).0,
                 conditional: Default::default(),
@@ -351,7 +351,7 @@ pub(crate) struct Inner {
     counters: Counters,
     shutting_down: AtomicBool,
     pub(crate) sketch: FrequencySketch,
-    pub(crate) scale: crate::scale::ScaleState,
+    pub(crate) scale: crate::scale_state::ScaleState,
     hot_threshold: u32,
     invalidations: broadcast::Sender<pb::Invalidation>,
     /// Serialises writes per stripe of keys, only on stores without conditional writes

@@ -13,7 +13,8 @@ use object_store::{ObjectStoreExt, PutPayload};
 use tokio::sync::watch;
 
 use crate::node::CacheNode;
-use crate::scale::{MANIFEST_MAX_AGE, unix_ms};
+use crate::scale::MANIFEST_MAX_AGE;
+use crate::scale_state::unix_ms;
 
 impl CacheNode {
     /// Writes this node's hot-key manifest to the store, for pre-warming after a restart.

@@ -20,11 +20,10 @@
 //! to keys that are not settled do.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use cache_core::advisor::{Advisor, Thresholds};
 use cache_core::fence::{Access, Adopted, Ownership};
 use cache_core::{Entry, Error, Membership, Version, key_hash};
 use cache_proto::v1 as pb;
@@ -33,14 +32,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::node::CacheNode;
+use crate::scale_state::{Departed, Gained, ScaleState, lock};
 
 /// A handoff batch is closed at this many value bytes.
 const HANDOFF_BATCH_BYTES: usize = 256 * 1024;
 /// Batches in flight per destination: with the batch size, the bound on bytes in flight.
 const HANDOFF_BATCHES_IN_FLIGHT: usize = 4;
-/// Keys written in one epoch that a node remembers; past this, it refuses every handed-off
-/// entry and asks no previous owner until the next epoch (safe, only less warm).
-const MAX_WRITTEN_KEYS: usize = 1 << 20;
 /// How long a peer call of the scaling machinery may take.
 pub(crate) const PEER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a miss waits for the previous owner before going to the store.
@@ -55,170 +52,6 @@ const FENCE_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const MANIFEST_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How long a starting node keeps trying to reach the store for its epoch.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Settings of the scaling machinery; see the setters of [`crate::CacheNodeBuilder`].
-#[derive(Debug, Clone)]
-pub(crate) struct ScaleConfig {
-    pub handoff: bool,
-    pub handoff_window: Duration,
-    pub gossip_interval: Duration,
-    pub prewarm: bool,
-    pub prewarm_fraction: f64,
-    pub manifest_interval: Duration,
-    pub drain_timeout: Duration,
-    pub shutdown_grace: Duration,
-    pub fence_grace: Duration,
-    pub advisor: Thresholds,
-}
-
-impl Default for ScaleConfig {
-    fn default() -> Self {
-        Self {
-            handoff: true,
-            handoff_window: Duration::from_secs(30),
-            gossip_interval: Duration::from_secs(1),
-            prewarm: true,
-            prewarm_fraction: 0.5,
-            manifest_interval: Duration::from_secs(60),
-            drain_timeout: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(10),
-            fence_grace: Duration::from_secs(1),
-            advisor: Thresholds::default(),
-        }
-    }
-}
-
-/// Entries of keys this node gave up at `epoch`, as they were once its older writes had
-/// finished: what their new owners may fetch during the window.
-#[derive(Debug)]
-struct Departed {
-    epoch: u64,
-    until: Instant,
-    entries: HashMap<Arc<str>, Entry>,
-}
-
-/// Keys this node wrote at `epoch`: handed-over copies of them are older, and refused.
-#[derive(Debug, Default)]
-struct Written {
-    epoch: u64,
-    keys: HashSet<String>,
-    overflow: bool,
-}
-
-/// What a node knows of the change it adopted last, for asking previous owners.
-#[derive(Debug)]
-struct Gained {
-    epoch: u64,
-    previous: Arc<Membership>,
-    until: Instant,
-}
-
-/// Cumulative figures of the whole cluster, for rates between two advice calls.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Totals {
-    pub reads: u64,
-    pub ghost_hits: u64,
-    pub requests: u64,
-    pub bytes_served: u64,
-}
-
-/// A node's scaling state.
-#[derive(Debug)]
-pub(crate) struct ScaleState {
-    pub config: ScaleConfig,
-    departed: Mutex<Option<Departed>>,
-    written: Mutex<Written>,
-    gained: Mutex<Option<Gained>>,
-    peers: Mutex<HashMap<String, Channel>>,
-    /// The fence loop and the handoff of the epoch adopted last.
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Held while an epoch is adopted and the cache is cleaned up for it: fence answers wait
-    /// for it, so no entry for the new epoch can arrive before the clean-up is over.
-    adopting: tokio::sync::Mutex<()>,
-    drained: AtomicBool,
-    /// True once the node has its epoch from the store (see [`CacheNode::ready`]).
-    ready: watch::Sender<bool>,
-    pub advisor: Mutex<(Advisor, Option<(Instant, Totals)>)>,
-    pub started: Instant,
-    handoff_hits: AtomicU64,
-    handoff_sent: AtomicU64,
-    handoff_received: AtomicU64,
-    handoff_refused: AtomicU64,
-    pub prewarmed: AtomicU64,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section here leaves its data consistent, even if it panicked.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl ScaleState {
-    pub fn new(config: ScaleConfig) -> Self {
-        Self {
-            advisor: Mutex::new((Advisor::new(config.advisor), None)),
-            config,
-            departed: Mutex::default(),
-            written: Mutex::default(),
-            gained: Mutex::default(),
-            peers: Mutex::default(),
-            tasks: Mutex::default(),
-            adopting: tokio::sync::Mutex::new(()),
-            drained: AtomicBool::new(false),
-            ready: watch::channel(false).0,
-            started: Instant::now(),
-            handoff_hits: AtomicU64::new(0),
-            handoff_sent: AtomicU64::new(0),
-            handoff_received: AtomicU64::new(0),
-            handoff_refused: AtomicU64::new(0),
-            prewarmed: AtomicU64::new(0),
-        }
-    }
-
-    pub fn count_handoff_hit(&self) {
-        self.handoff_hits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Records a write of `key` admitted at `epoch` (before its store call).
-    pub fn mark_written(&self, key: &str, epoch: u64) {
-        let mut written = lock(&self.written);
-        if written.epoch != epoch {
-            *written = Written {
-                epoch,
-                ..Written::default()
-            };
-        }
-        if written.keys.len() < MAX_WRITTEN_KEYS {
-            written.keys.insert(key.to_owned());
-        } else {
-            written.overflow = true;
-        }
-    }
-
-    /// Whether `key` may have been written at `epoch` (so older copies must not land).
-    fn was_written(&self, key: &str, epoch: u64) -> bool {
-        let written = lock(&self.written);
-        written.epoch == epoch && (written.overflow || written.keys.contains(key))
-    }
-
-    pub fn stats(&self) -> pb::NodeStats {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        pb::NodeStats {
-            handoff_hits: l(&self.handoff_hits),
-            handoff_sent: l(&self.handoff_sent),
-            handoff_received: l(&self.handoff_received),
-            handoff_refused: l(&self.handoff_refused),
-            prewarmed: l(&self.prewarmed),
-            drained: self.drained.load(Ordering::SeqCst),
-            ..Default::default()
-        }
-    }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Whether a failed peer call means that nothing listens at the peer's address any more.
 fn refused(status: &tonic::Status) -> bool {
