@@ -55,6 +55,13 @@ pub(crate) struct WriteGuard<'a> {
     epoch: u64,
 }
 
+impl WriteGuard<'_> {
+    /// The epoch the write was admitted at.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         let mut gate = lock(&self.epochs.gate);

@@ -777,9 +777,7 @@ impl CacheNode {
                         .fetch_add(1, Ordering::Relaxed);
                 }
             })?;
-        self.inner
-            .scale
-            .mark_written(key, self.inner.epochs.epoch());
+        self.inner.scale.mark_written(key, guard.epoch());
         Ok(guard)
     }
 

@@ -32,7 +32,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::node::CacheNode;
-use crate::scale_state::{Departed, Gained, ScaleState, lock};
+use crate::scale_state::{Departed, Gained, ScaleState, Written, lock};
 
 /// A handoff batch is closed at this many value bytes.
 const HANDOFF_BATCH_BYTES: usize = 256 * 1024;
@@ -254,6 +254,12 @@ impl CacheNode {
             until: Instant::now() + window,
             entries: departed,
         });
+        {
+            let mut written = lock(&self.scale().written);
+            if written.epoch < epoch {
+                *written = Written::new(epoch, Instant::now() + window);
+            }
+        }
         *lock(&self.scale().gained) = (adopted.previous.epoch() + 1 == epoch).then(|| Gained {
             epoch,
             previous: Arc::clone(&adopted.previous),

@@ -58,12 +58,27 @@ pub(crate) struct Departed {
     pub entries: HashMap<Arc<str>, Entry>,
 }
 
-/// Keys this node wrote at `epoch`: handed-over copies of them are older, and refused.
-#[derive(Debug, Default)]
+/// Keys this node wrote at `epoch`, during the window after it adopted it: handed-over and
+/// peeked copies of them are older, and refused. Past `until`, no such copy is taken, so no
+/// write needs recording.
+#[derive(Debug)]
 pub(crate) struct Written {
     pub epoch: u64,
+    pub until: Instant,
     pub keys: HashSet<String>,
     pub overflow: bool,
+}
+
+impl Written {
+    /// An empty record for `epoch`'s window, which ends at `until`.
+    pub fn new(epoch: u64, until: Instant) -> Self {
+        Self {
+            epoch,
+            until,
+            keys: HashSet::new(),
+            overflow: false,
+        }
+    }
 }
 
 /// What a node knows of the change it adopted last, for asking previous owners.
@@ -119,7 +134,7 @@ impl ScaleState {
             advisor: Mutex::new((Advisor::new(config.advisor), None)),
             config,
             departed: Mutex::default(),
-            written: Mutex::default(),
+            written: Mutex::new(Written::new(0, Instant::now())),
             gained: Mutex::default(),
             peers: Mutex::default(),
             tasks: Mutex::default(),
@@ -139,14 +154,20 @@ impl ScaleState {
         self.handoff_hits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a write of `key` admitted at `epoch` (before its store call).
+    /// Records a write of `key` admitted at `epoch` (before its store call), while copies
+    /// from elsewhere may still be taken for that epoch.
     pub fn mark_written(&self, key: &str, epoch: u64) {
         let mut written = lock(&self.written);
-        if written.epoch != epoch {
-            *written = Written {
-                epoch,
-                ..Written::default()
-            };
+        if epoch < written.epoch {
+            // A write admitted before the node moved on: no copy for its epoch is taken now.
+            return;
+        }
+        if epoch > written.epoch {
+            // Adopted, and the clean-up has not opened the window yet: open it now.
+            *written = Written::new(epoch, Instant::now() + self.config.handoff_window);
+        }
+        if Instant::now() >= written.until {
+            return;
         }
         if written.keys.len() < MAX_WRITTEN_KEYS {
             written.keys.insert(key.to_owned());
@@ -155,10 +176,14 @@ impl ScaleState {
         }
     }
 
-    /// Whether `key` may have been written at `epoch` (so older copies must not land).
+    /// Whether a copy of `key` from elsewhere must be refused at `epoch`: the key may have been
+    /// written here since, or the window for such copies is over.
     pub fn was_written(&self, key: &str, epoch: u64) -> bool {
         let written = lock(&self.written);
-        written.epoch == epoch && (written.overflow || written.keys.contains(key))
+        written.epoch != epoch
+            || Instant::now() >= written.until
+            || written.overflow
+            || written.keys.contains(key)
     }
 
     pub fn stats(&self) -> pb::NodeStats {
