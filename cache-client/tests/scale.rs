@@ -431,3 +431,53 @@ async fn advice_asks_for_a_node_when_the_working_set_outgrows_memory() {
     assert!(advice.ghost_hit_ratio > 0.05);
     cluster.shutdown().await;
 }
+
+/// A client adopts the highest epoch any node reports, not the first answer it gets: here the
+/// first node it asks is behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_take_the_highest_epoch_any_node_reports() {
+    let store = open_store("memory:///").unwrap();
+    let cluster = LocalCluster::start(2, |b| {
+        b.app(APP)
+            .store(store.clone())
+            .gossip_interval(Duration::from_secs(3600))
+            .prewarm(false)
+    })
+    .await
+    .unwrap();
+    let addrs = cluster.addrs();
+    let record = cache_core::fence::EpochRecord {
+        epoch: 2,
+        members: addrs.clone(),
+    };
+    store
+        .put(
+            &Path::from(cache_core::fence::EpochRecord::path(2)),
+            record.to_bytes().into(),
+        )
+        .await
+        .unwrap();
+    // Only node 1 hears of epoch 2; node 0 stays behind (it probes the store hourly here).
+    let mut admin = pb::admin_client::AdminClient::connect(format!("http://{}", addrs[1]))
+        .await
+        .unwrap();
+    admin
+        .set_members(pb::SetMembersRequest {
+            epoch: 2,
+            members: addrs.clone(),
+            relay: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(cluster.node(0).membership().epoch(), 1);
+    let cache = client(addrs.clone()).await;
+    assert_eq!(cache.membership().epoch(), 2);
+    // A request routed by epoch 2 brings node 0 up to date before it is served.
+    let on_zero = (0..1000)
+        .map(|i| format!("z/{i}"))
+        .find(|k| cache.home_of(k) == addrs[0])
+        .unwrap();
+    cache.put(&on_zero, "v").await.unwrap();
+    assert_eq!(cluster.node(0).membership().epoch(), 2);
+    cluster.shutdown().await;
+}
