@@ -124,6 +124,9 @@ struct Stripe {
     generation: u64,
     /// Writes whose store call is in progress.
     writing: u32,
+    /// Keys with writes in progress: how many, and a signal that turns true when the last
+    /// one ends. A miss on such a key waits for it rather than read the store.
+    keys: std::collections::HashMap<Arc<str>, (u32, tokio::sync::watch::Sender<bool>)>,
 }
 
 /// A byte-bounded cache of entries keyed by blob name.
@@ -254,6 +257,20 @@ impl EntryStore {
     {
         let stripe = self.stripe(key);
         let cache = &self.inner.cache;
+        // A write of the key is in progress: its result is cached when it ends (unless
+        // another overlapped it), so wait for it instead of reading the store.
+        let writing = stripe
+            .lock()
+            .await
+            .keys
+            .get(key)
+            .map(|(_, done)| done.subscribe());
+        if let Some(mut done) = writing {
+            let _ = done.wait_for(|d| *d).await;
+            if let Some(entry) = cache.get(key).await {
+                return Ok((entry, Lookup::Hit));
+            }
+        }
         let init = async {
             let generation = stripe.lock().await.generation;
             let entry = match load().await {
@@ -301,11 +318,25 @@ impl EntryStore {
             let mut state = stripe.lock().await;
             state.generation += 1;
             state.writing += 1;
+            state
+                .keys
+                .entry(Arc::from(key))
+                .or_insert_with(|| (0, tokio::sync::watch::channel(false).0))
+                .0 += 1;
             (state.generation, self.inner.cache.remove(key).await)
         };
         let written = write().await;
         let mut state = stripe.lock().await;
         state.writing -= 1;
+        let last = state.keys.get_mut(key).is_some_and(|(n, _)| {
+            *n -= 1;
+            *n == 0
+        });
+        let done = if last {
+            state.keys.remove(key).map(|(_, done)| done)
+        } else {
+            None
+        };
         let alone = state.generation == started;
         match &written {
             Ok(Some(entry)) if alone => {
@@ -324,6 +355,10 @@ impl EntryStore {
             },
         }
         state.generation += 1;
+        drop(state);
+        if let Some(done) = done {
+            done.send_replace(true);
+        }
         written
     }
 
@@ -620,10 +655,10 @@ mod tests {
         );
     }
 
-    /// A load that starts and ends while a write's store call is in progress is served but
-    /// not cached: the store may already hold the write's value.
+    /// A miss on a key whose write is in progress waits for the write, and is served its
+    /// result, instead of reading the store (which may or may not hold the write yet).
     #[tokio::test]
-    async fn a_load_during_a_write_is_not_cached() {
+    async fn a_miss_during_a_write_waits_for_it() {
         let store = EntryStore::new(1 << 20);
         let (release, wait) = tokio::sync::oneshot::channel::<()>();
         let (started, in_store_call) = tokio::sync::oneshot::channel::<()>();
@@ -640,13 +675,67 @@ mod tests {
             })
         };
         in_store_call.await.unwrap();
-        let (_, how) = store
-            .get_or_load("k", || async { Ok(entry("old", "1")) })
-            .await
-            .unwrap();
-        assert_eq!(how, Lookup::Loaded);
-        assert_eq!(store.peek("k").await, None);
+        let reader = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .get_or_load("k", || async { panic!("must not read the store") })
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished(), "the miss waits for the write");
         release.send(()).unwrap();
+        writer.await.unwrap().unwrap();
+        let (seen, how) = reader.await.unwrap();
+        assert_eq!((seen.version.as_str(), how), ("2", Lookup::Hit));
+    }
+
+    /// A load already reading the store when a write begins is served, but not cached: the
+    /// store may hold the write's value by the time the load ends.
+    #[tokio::test]
+    async fn a_load_overlapping_a_write_is_not_cached() {
+        let store = EntryStore::new(1 << 20);
+        let (release_load, load_wait) = tokio::sync::oneshot::channel::<()>();
+        let (release_write, write_wait) = tokio::sync::oneshot::channel::<()>();
+        let loader = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .get_or_load("k", || async move {
+                        load_wait.await.unwrap();
+                        Ok(entry("old", "1"))
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        while store.stats().misses == 0 {
+            tokio::task::yield_now().await;
+        }
+        let (started, in_store_call) = tokio::sync::oneshot::channel::<()>();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write_through("k", || async move {
+                        started.send(()).unwrap();
+                        write_wait.await.unwrap();
+                        Ok(Some(entry("new", "2")))
+                    })
+                    .await
+            })
+        };
+        in_store_call.await.unwrap();
+        release_load.send(()).unwrap();
+        assert_eq!(loader.await.unwrap().1, Lookup::Loaded);
+        assert_eq!(
+            store.peek("k").await,
+            None,
+            "not cached while the write runs"
+        );
+        release_write.send(()).unwrap();
         writer.await.unwrap().unwrap();
         assert_eq!(store.peek("k").await.unwrap().version.as_str(), "2");
     }
