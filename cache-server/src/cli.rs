@@ -50,6 +50,10 @@ pub struct Args {
     /// (0 turns pre-warming and manifests off).
     #[arg(long, default_value_t = 0.5)]
     pub prewarm_fraction: f64,
+    /// Switches epoch fencing off. Unsafe: only for checking that the checker catches stale
+    /// reads.
+    #[arg(long, hide = true)]
+    pub unfenced: bool,
 }
 
 /// Runs a node as `args` say until `shutdown` completes.
