@@ -106,12 +106,25 @@ impl Cluster {
             last_removed: None,
         };
         let first: BTreeSet<usize> = (0..members).collect();
-        // Pushed to a node that is no member yet: it relays to every new member.
+        // Every node is alone at epoch 1; the node asked relays the list to the others.
+        let addrs: Vec<String> = first.iter().map(|&i| cluster.addr(i)).collect();
+        let app = cluster.config.app.clone();
         let via = cluster.addr(0);
-        cluster
-            .push(first, via)
+        let set = async move {
+            let admin = CacheClient::builder()
+                .app(app)
+                .nodes([via])
+                .timeout(ADMIN_TIMEOUT)
+                .connect_timeout(Duration::from_millis(500))
+                .build()
+                .await?;
+            admin.set_members(None, addrs).await
+        };
+        cluster.epoch = tokio::time::timeout(STEP_TIMEOUT, set)
             .await
+            .map_err(|_| anyhow::anyhow!("setting the first member list: no answer"))?
             .map_err(|e| anyhow::anyhow!("setting the first member list: {e}"))?;
+        cluster.members = first;
         anyhow::ensure!(
             cluster.wait_converged(Duration::from_secs(15)).await,
             "the nodes did not all take the first member list"
@@ -136,28 +149,31 @@ impl Cluster {
             .collect()
     }
 
-    /// Sets `next` as the member list at a new epoch, through the node at `via`. The epoch is
-    /// used up even when the push fails, so that no epoch ever names two lists.
+    /// Sets `next` as the member list at a new epoch by asking the node at `via` alone, as a
+    /// platform does; relaying it is the nodes' job. The epoch is used up even when the push
+    /// fails, so that no epoch ever names two lists.
     async fn push(&mut self, next: BTreeSet<usize>, via: String) -> anyhow::Result<()> {
         self.epoch += 1;
         let epoch = self.epoch;
-        let addrs: Vec<String> = next.iter().map(|&i| self.addr(i)).collect();
-        let app = self.config.app.clone();
-        let call = async move {
-            let admin = CacheClient::builder()
-                .app(app)
-                .nodes([via])
-                .timeout(ADMIN_TIMEOUT)
-                .connect_timeout(Duration::from_millis(500))
-                .build()
-                .await?;
-            admin.set_members(Some(epoch), addrs).await
+        let request = pb::SetMembersRequest {
+            epoch,
+            members: next.iter().map(|&i| self.addr(i)).collect(),
+            relay: false,
         };
-        let set = tokio::time::timeout(STEP_TIMEOUT, call)
+        let call = async move {
+            let mut admin = pb::admin_client::AdminClient::connect(format!("http://{via}")).await?;
+            let reply = admin.set_members(request).await?;
+            anyhow::Ok(reply.into_inner())
+        };
+        let reply = tokio::time::timeout(STEP_TIMEOUT, call)
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {STEP_TIMEOUT:?}"))??;
-        self.epoch = self.epoch.max(set);
-        anyhow::ensure!(set == epoch, "the node is at epoch {set}, not {epoch}");
+        self.epoch = self.epoch.max(reply.epoch);
+        anyhow::ensure!(
+            reply.epoch == epoch,
+            "the node is at epoch {}, not {epoch}",
+            reply.epoch
+        );
         self.members = next;
         Ok(())
     }
