@@ -1,25 +1,35 @@
 //! Consistency modes and the local tier, checked on recorded histories.
 //!
 //! Several clients with local tiers read and write a few keys concurrently, while another
-//! writer writes the blob store directly. Every operation is recorded with its start and end
-//! on one clock, and `cache_core::history::check` looks for a read that missed a write which
-//! finished before the read began.
+//! writer writes the blob store directly. Every operation is recorded on one clock by
+//! `cache_testkit`'s recorder. `Strong` and `Strict` histories must be linearizable
+//! (`cache_testkit::linear`). `Bounded` histories are checked for bounded staleness instead
+//! (`cache_testkit::staleness`): a read must not miss a write that finished more than the
+//! bound before it began.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cache_client::{CacheClient, Consistency, Error, LocalAdmission, Tier};
 use cache_core::clock::{Clock, ManualClock, SystemClock};
-use cache_core::history::{Action, Event, check};
 use cache_server::cluster::LocalCluster;
 use cache_server::store::open_store;
+use cache_testkit::history::{HistoryOp, Recorder};
+use cache_testkit::{linear, staleness};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 const APP: &str = "consistency";
 const KEYS: usize = 3;
+/// The process number of the writer that bypasses the cache.
+const DIRECT: u64 = 100;
+/// How far each read moves a manual clock: the 900 reads of a run span 90 ms on it, however
+/// fast the machine, so a run crosses a bound of 20 ms several times. Readers also sleep that
+/// long (at least) after each read, so that their reads spread over the writers' writes,
+/// which are much slower than local hits.
+const TICK: Duration = Duration::from_micros(100);
 
 fn key(i: usize) -> String {
     format!("h/{i}")
@@ -37,54 +47,92 @@ fn id_of(bytes: &[u8]) -> u64 {
         .unwrap_or_else(|| panic!("unexpected value {bytes:?}"))
 }
 
-/// Records events on one clock.
-struct Recorder {
-    clock: Arc<dyn Clock>,
-    base: Instant,
-    events: Mutex<Vec<Event>>,
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl Recorder {
-    fn new(clock: Arc<dyn Clock>) -> Self {
-        let base = clock.now();
-        Self {
-            clock,
-            base,
-            events: Mutex::default(),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        self.clock
-            .now()
-            .saturating_duration_since(self.base)
-            .as_nanos() as u64
-    }
-
-    fn record(&self, key: &str, action: Action, start: u64, client: &str) {
-        let end = self.now();
-        self.events.lock().unwrap().push(Event {
-            key: key.to_owned(),
-            action,
-            start,
-            end,
-            client: client.to_owned(),
-        });
-    }
+/// Each key's value before the history: written before time 0.
+fn initial_values() -> impl Iterator<Item = (String, Option<String>)> {
+    (0..KEYS).map(|k| (key(k), Some(k.to_string())))
 }
 
 struct Setup {
     consistency: Consistency,
     invalidations: bool,
-    /// Whether the direct store writes count for the check (only `Strict` promises them).
+    /// Whether the mode promises to see the direct store writes (only `Strict` does). When it
+    /// does not, a direct write is recorded with an unknown outcome: as far as the cache is
+    /// concerned, it may take effect at any time after it began, or never.
     direct_counted: bool,
-    /// Allowed staleness in the check.
+    /// Allowed staleness in the check of `Bounded` histories.
     staleness: Duration,
-    /// A manual clock, advanced in the background, for `Bounded`.
+    /// A manual clock for `Bounded`, advanced by [`TICK`] after each read of the readers.
     manual: Option<ManualClock>,
 }
 
-async fn run_history(setup: Setup) -> Result<(), String> {
+/// What a run recorded.
+struct Run {
+    ops: Vec<HistoryOp>,
+    /// Local hits served with no network call, over all clients.
+    local_unchecked: u64,
+    /// Local hits confirmed by the home node, over all clients.
+    local_confirmed: u64,
+}
+
+impl Run {
+    /// Checks the history against what the mode promises.
+    fn check(&self, setup: &Setup) -> Result<(), String> {
+        if let Consistency::Bounded(_) = setup.consistency {
+            return self.check_staleness(setup.staleness);
+        }
+        self.check_linear()
+    }
+
+    fn check_linear(&self) -> Result<(), String> {
+        let report = linear::check_with_initial(&self.ops, initial_values());
+        if report.is_ok() {
+            Ok(())
+        } else {
+            Err(report.to_string())
+        }
+    }
+
+    fn check_staleness(&self, allowed: Duration) -> Result<(), String> {
+        let events =
+            staleness::events_from_history(&self.ops, |_| true).map_err(|e| e.to_string())?;
+        staleness::check(&events, nanos(allowed)).map_err(|v| v.to_string())
+    }
+
+    /// The least staleness the history's reads need: how far the stalest read lagged.
+    fn lag(&self) -> Duration {
+        let (mut lo, mut hi) = (0u64, 1u64 << 40);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.check_staleness(Duration::from_nanos(mid)).is_ok() {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Duration::from_nanos(lo)
+    }
+
+    /// From the first invoke to the last completion, on the run's clock.
+    fn span(&self) -> Duration {
+        let first = self.ops.iter().map(|o| o.invoke_ns).min().unwrap_or(0);
+        let last = self.ops.iter().map(|o| o.complete_ns).max().unwrap_or(0);
+        Duration::from_nanos(last - first)
+    }
+}
+
+fn mode(c: Consistency) -> &'static str {
+    match c {
+        Consistency::Strict => "strict",
+        Consistency::Strong => "strong",
+        Consistency::Bounded(_) => "bounded",
+    }
+}
+
+async fn run_history(setup: &Setup) -> Run {
     let store = open_store("memory:///").unwrap();
     let cluster = LocalCluster::start(3, |b| b.app(APP).store(store.clone()))
         .await
@@ -93,7 +141,10 @@ async fn run_history(setup: Setup) -> Result<(), String> {
         Some(m) => Arc::new(m.clone()),
         None => Arc::new(SystemClock),
     };
-    let rec = Arc::new(Recorder::new(clock.clone()));
+    let rec = {
+        let clock = clock.clone();
+        Recorder::with_clock(100_000, move || clock.now())
+    };
     let ids = Arc::new(AtomicU64::new(1000));
     for k in 0..KEYS {
         // The initial values, written before time 0 of the history.
@@ -117,32 +168,32 @@ async fn run_history(setup: Setup) -> Result<(), String> {
                 .unwrap(),
         );
     }
-    let stop_clock = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let advancer = setup.manual.clone().map(|m| {
-        let stop = stop_clock.clone();
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                m.advance(Duration::from_micros(200));
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
-        })
-    });
+    let mode = mode(setup.consistency);
+    let read =
+        move |process: u64, k: &str, start: u64, got: Option<cache_client::Fetched>, end: u64| {
+            let got = got.unwrap();
+            let value = id_of(&got.value).to_string();
+            HistoryOp::read(process, k, Some(&value), start, end)
+                .with_version(got.version)
+                .with_mode(mode)
+        };
 
     let mut tasks = Vec::new();
     // Readers: every client reads every key first, so each holds local copies.
     for (c, client) in clients.iter().enumerate() {
         for r in 0..2 {
-            let (client, rec) = (client.clone(), rec.clone());
+            let (client, rec, manual) = (client.clone(), rec.clone(), setup.manual.clone());
+            let process = (c * 2 + r) as u64;
             tasks.push(tokio::spawn(async move {
-                let name = format!("reader-{c}.{r}");
                 for i in 0..150usize {
                     let k = key((i * 7 + r + c) % KEYS);
-                    let start = rec.now();
-                    let got = client.get(&k).await.unwrap().unwrap();
-                    let action = Action::Read {
-                        value: Some(id_of(&got)),
-                    };
-                    rec.record(&k, action, start, &name);
+                    let start = rec.now_ns();
+                    let got = client.get_entry(&k).await.unwrap();
+                    rec.record(read(process, &k, start, got, rec.now_ns()));
+                    if let Some(m) = &manual {
+                        m.advance(TICK);
+                        tokio::time::sleep(TICK).await;
+                    }
                 }
             }));
         }
@@ -150,18 +201,19 @@ async fn run_history(setup: Setup) -> Result<(), String> {
     // Writers through the cache.
     for (w, client) in clients.iter().take(2).enumerate() {
         let (client, rec, ids) = (client.clone(), rec.clone(), ids.clone());
+        let process = 10 + w as u64;
         tasks.push(tokio::spawn(async move {
-            let name = format!("writer-{w}");
             for i in 0..40usize {
                 let k = key((i + w) % KEYS);
                 let id = ids.fetch_add(1, Ordering::SeqCst);
-                let start = rec.now();
-                client.put(&k, value_of(id)).await.unwrap();
-                let action = Action::Write {
-                    value: Some(id),
-                    counted: true,
-                };
-                rec.record(&k, action, start, &name);
+                let start = rec.now_ns();
+                let version = client.put(&k, value_of(id)).await.unwrap();
+                let end = rec.now_ns();
+                rec.record(
+                    HistoryOp::write(process, &k, &id.to_string(), start, end)
+                        .with_version(version)
+                        .with_mode(mode),
+                );
                 tokio::task::yield_now().await;
             }
         }));
@@ -169,25 +221,21 @@ async fn run_history(setup: Setup) -> Result<(), String> {
     // A writer that bypasses the cache.
     {
         let (store, rec, ids) = (store.clone(), rec.clone(), ids.clone());
-        let counted = setup.direct_counted;
+        let ok = setup.direct_counted.then_some(true);
         tasks.push(tokio::spawn(async move {
             for i in 0..30usize {
                 let k = key(i % KEYS);
                 let id = ids.fetch_add(1, Ordering::SeqCst);
-                let start = rec.now();
-                store
+                let start = rec.now_ns();
+                let put = store
                     .put(&Path::from(k.clone()), value_of(id).into())
                     .await
                     .unwrap();
-                rec.record(
-                    &k,
-                    Action::Write {
-                        value: Some(id),
-                        counted,
-                    },
-                    start,
-                    "direct",
-                );
+                let mut op = HistoryOp::write(DIRECT, &k, &id.to_string(), start, rec.now_ns())
+                    .with_ok(ok)
+                    .with_mode("direct");
+                op.version = put.e_tag;
+                rec.record(op);
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }));
@@ -199,85 +247,126 @@ async fn run_history(setup: Setup) -> Result<(), String> {
     for (c, client) in clients.iter().enumerate() {
         for k in 0..KEYS {
             let k = key(k);
-            let start = rec.now();
-            let got = client.get(&k).await.unwrap().unwrap();
-            rec.record(
-                &k,
-                Action::Read {
-                    value: Some(id_of(&got)),
-                },
-                start,
-                &format!("final-{c}"),
-            );
+            let start = rec.now_ns();
+            let got = client.get_entry(&k).await.unwrap();
+            rec.record(read(200 + c as u64, &k, start, got, rec.now_ns()));
         }
     }
-    stop_clock.store(true, Ordering::Relaxed);
-    if let Some(a) = advancer {
-        a.await.unwrap();
-    }
-    let local_hits: u64 = clients.iter().map(|c| c.client_stats().hits_local).sum();
+    let stats: Vec<_> = clients.iter().map(CacheClient::client_stats).collect();
+    let local_hits: u64 = stats.iter().map(|s| s.hits_local).sum();
     assert!(local_hits > 0, "the local tier was used");
     cluster.shutdown().await;
-    let events = rec.events.lock().unwrap().clone();
-    check(&events, setup.staleness.as_nanos() as u64).map_err(|v| v.to_string())
+    assert_eq!(rec.dropped(), 0);
+    Run {
+        ops: rec.take(),
+        local_unchecked: stats.iter().map(|s| s.local_unchecked).sum(),
+        local_confirmed: stats.iter().map(|s| s.local_confirmed).sum(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strong_reads_see_every_write_through_the_cache() {
     for invalidations in [true, false] {
-        run_history(Setup {
+        let setup = Setup {
             consistency: Consistency::Strong,
             invalidations,
             direct_counted: false,
             staleness: Duration::ZERO,
             manual: None,
-        })
-        .await
-        .unwrap_or_else(|v| panic!("invalidations {invalidations}: {v}"));
+        };
+        run_history(&setup)
+            .await
+            .check(&setup)
+            .unwrap_or_else(|v| panic!("invalidations {invalidations}: {v}"));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_reads_see_direct_store_writes_too() {
-    run_history(Setup {
+    let setup = Setup {
         consistency: Consistency::Strict,
         invalidations: false,
         direct_counted: true,
         staleness: Duration::ZERO,
         manual: None,
-    })
-    .await
-    .unwrap();
+    };
+    run_history(&setup).await.check(&setup).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_reads_are_never_older_than_the_bound() {
     let bound = Duration::from_millis(20);
-    run_history(Setup {
+    let setup = Setup {
         consistency: Consistency::Bounded(bound),
         invalidations: false,
         direct_counted: false,
         staleness: bound,
         manual: Some(ManualClock::new()),
-    })
-    .await
-    .unwrap();
+    };
+    let run = run_history(&setup).await;
+    run.check(&setup).unwrap();
+    // The check above proves something only if the run needed the bound, and crossed it.
+    let (span, lag) = (run.span(), run.lag());
+    eprintln!(
+        "bounded run: span {span:?}, lag {lag:?}, unchecked {}, confirmed {}",
+        run.local_unchecked, run.local_confirmed
+    );
+    assert!(
+        span > bound * 3,
+        "the run spans {span:?}, not several bounds"
+    );
+    assert!(
+        run.local_unchecked > 0,
+        "no read was served from a local copy within the bound"
+    );
+    // Reads lagged by a good part of the bound (so a tighter bound would have failed them),
+    // and copies that outlived it were confirmed rather than served.
+    assert!(
+        lag > bound / 2,
+        "the stalest read lagged {lag:?}: the bound was hardly needed"
+    );
+    assert!(
+        run.local_confirmed > 0,
+        "no local copy outlived the bound: its expiry was never exercised"
+    );
 }
 
 /// Without validation (an unbounded `Bounded`, invalidations dropped), the checker must find
 /// stale reads: this shows it can fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_catches_reads_without_validation() {
-    let result = run_history(Setup {
+    let setup = Setup {
         consistency: Consistency::Bounded(Duration::from_secs(3600)),
         invalidations: false,
         direct_counted: false,
         staleness: Duration::ZERO,
         manual: None,
-    })
-    .await;
+    };
+    let result = run_history(&setup).await.check(&setup);
     let violation = result.expect_err("unvalidated local copies must be caught");
     assert!(violation.contains("stale read"), "{violation}");
+}
+
+/// The same run fails the linearizability check too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_linearizability_checker_catches_reads_without_validation() {
+    let setup = Setup {
+        consistency: Consistency::Bounded(Duration::from_secs(3600)),
+        invalidations: false,
+        direct_counted: false,
+        staleness: Duration::ZERO,
+        manual: None,
+    };
+    let report = run_history(&setup)
+        .await
+        .check_linear()
+        .expect_err("unvalidated local copies must be caught");
+    assert!(
+        ["stale_read on", "lost_write on", "non_linearizable on"]
+            .iter()
+            .any(|kind| report.contains(kind)),
+        "{report}"
+    );
 }
 
 async fn one_node() -> (LocalCluster, Arc<dyn ObjectStore>) {

@@ -12,7 +12,6 @@
 //! - [`advisor`]: the scaling [`advisor::Advisor`], a pure function of observed figures.
 //! - [`prewarm`]: hot-key manifests and the plan for loading them after scale-to-zero.
 //! - [`clock`]: injectable time ([`clock::Clock`], [`clock::ManualClock`]).
-//! - [`history`]: a checker for read/write histories, used by the consistency tests.
 //! - [`error`]: the crate's [`Error`].
 //!
 //! A request on a node flows: validate the key ([`limits`]) → check the owner ([`ring`]) →
@@ -23,7 +22,6 @@ pub mod advisor;
 pub mod clock;
 pub mod entries;
 pub mod error;
-pub mod history;
 pub mod hot;
 pub mod limits;
 pub mod prewarm;

@@ -1,5 +1,10 @@
-//! A checker for histories of reads and writes on keys: does every read return a value at
-//! least as new as every write that finished before the read began?
+//! A bounded-staleness checker for histories of reads and writes on keys: does every read
+//! return a value at least as new as every write that finished before the read began, less an
+//! allowed lag?
+//!
+//! This is what `Bounded` reads promise, and linearizability (see [`crate::linear`]) cannot
+//! express it. It judges each read on its own, so it accepts some histories that are not
+//! linearizable (two reads that disagree on the order of two concurrent writes).
 //!
 //! Each write writes a unique value id. A read of key `k` that returned the value of write
 //! `w_v` (or the key's initial state) is **stale** when some other write `w` of `k` started
@@ -14,6 +19,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+
+use crate::error::Error;
+use crate::history::{HistoryOp, OpKind};
 
 /// What an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +80,54 @@ impl fmt::Display for Violation {
             self.missed.end
         )
     }
+}
+
+/// Converts a history in the [`crate::history`] format into events, for histories whose value
+/// tags are decimal ids. Acknowledged writes, deletes and applied cas ops become writes that
+/// count when `counted` says so; writes of unknown outcome become writes that never count (a
+/// read may return them, but they make no read stale); acknowledged reads become reads;
+/// everything else is left out. The event's client is the process number.
+///
+/// # Errors
+/// [`Error::ValueTag`] for a value tag that is not a decimal id.
+pub fn events_from_history(
+    history: &[HistoryOp],
+    counted: impl Fn(&HistoryOp) -> bool,
+) -> Result<Vec<Event>, Error> {
+    let id = |tag: &Option<String>| -> Result<Option<u64>, Error> {
+        tag.as_deref()
+            .map(|t| t.parse().map_err(|_| Error::ValueTag { tag: t.to_owned() }))
+            .transpose()
+    };
+    let mut events = Vec::with_capacity(history.len());
+    for op in history {
+        let action = match (op.op, op.ok) {
+            (OpKind::Read, Some(true)) => Action::Read {
+                value: id(&op.value)?,
+            },
+            (OpKind::Write | OpKind::Cas, Some(true) | None)
+            | (OpKind::Delete, Some(true) | None) => {
+                let value = if op.op == OpKind::Delete {
+                    None
+                } else {
+                    id(&op.value)?
+                };
+                Action::Write {
+                    value,
+                    counted: op.ok == Some(true) && counted(op),
+                }
+            }
+            _ => continue,
+        };
+        events.push(Event {
+            key: op.key.clone(),
+            action,
+            start: op.invoke_ns,
+            end: op.complete_ns,
+            client: op.process.to_string(),
+        });
+    }
+    Ok(events)
 }
 
 /// Checks `events` (see the module docs), allowing reads to be stale by `staleness`
@@ -213,6 +269,56 @@ mod tests {
         let h = [w(1, 0, 10), w(2, 20, 30), r(Some(1), 40, 50)];
         check(&h, 15).unwrap();
         assert!(check(&h, 5).is_err());
+    }
+
+    #[test]
+    fn histories_convert_to_events() {
+        let h = [
+            HistoryOp::write(1, "k", "1", 0, 10),
+            HistoryOp::write(2, "k", "2", 20, 30).with_mode("direct"),
+            HistoryOp::write(2, "k", "3", 20, 30).with_ok(None),
+            HistoryOp::write(2, "k", "4", 20, 30).with_ok(Some(false)),
+            HistoryOp::read(3, "k", Some("1"), 40, 50),
+            HistoryOp::read(3, "k", Some("1"), 40, 50).with_ok(None),
+            HistoryOp::delete(1, "k", 60, 70),
+        ];
+        let events = events_from_history(&h, |op| op.mode.is_none()).unwrap();
+        let actions: Vec<Action> = events.iter().map(|e| e.action).collect();
+        assert_eq!(
+            actions,
+            [
+                Action::Write {
+                    value: Some(1),
+                    counted: true
+                },
+                Action::Write {
+                    value: Some(2),
+                    counted: false
+                },
+                Action::Write {
+                    value: Some(3),
+                    counted: false
+                },
+                Action::Read { value: Some(1) },
+                Action::Write {
+                    value: None,
+                    counted: true
+                },
+            ]
+        );
+        assert_eq!(
+            (events[3].start, events[3].end, events[3].client.as_str()),
+            (40, 50, "3")
+        );
+        // The direct write is not counted, so the read is not stale; counting it finds it.
+        check(&events, 0).unwrap();
+        let all = events_from_history(&h, |_| true).unwrap();
+        assert_eq!(check(&all, 0).unwrap_err().missed.start, 20);
+        let bad = [HistoryOp::write(1, "k", "one", 0, 1)];
+        assert!(matches!(
+            events_from_history(&bad, |_| true),
+            Err(Error::ValueTag { tag }) if tag == "one"
+        ));
     }
 
     #[test]

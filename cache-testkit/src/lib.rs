@@ -1,0 +1,27 @@
+//! Test kit for cachelet: a history format for what clients did, and checkers that judge it.
+//! Dev-only: the production crates take it as a dev-dependency at most.
+//!
+//! # Layout
+//! - [`history`]: [`HistoryOp`], one operation on one key as a client saw it; JSON-lines I/O
+//!   ([`write_jsonl`], [`read_jsonl`]); and the bounded [`Recorder`] that concurrent tasks
+//!   share to collect operations on one clock.
+//! - [`linear`]: the linearizability checker for single-register histories. It reports each
+//!   failing key's anomalies with a small sub-history that shows them.
+//! - [`staleness`]: the bounded-staleness checker, for reads that may lag by a known bound
+//!   (which linearizability cannot express).
+//! - [`error`]: the crate's [`Error`].
+//!
+//! A history flows: each task calls [`Recorder::now_ns`] before an operation and
+//! [`Recorder::record`] after it → [`Recorder::take`] → optionally [`write_jsonl`] to a file
+//! and [`read_jsonl`] back → [`linear::check`], which groups the operations by key, leaves out
+//! the ones that say nothing, splits each key's history at quiescent points, searches for a
+//! linearization, and labels and shrinks what fails → [`linear::Report`]. For bounded
+//! staleness, [`staleness::events_from_history`] → [`staleness::check`] instead.
+
+pub mod error;
+pub mod history;
+pub mod linear;
+pub mod staleness;
+
+pub use error::{Error, Result};
+pub use history::{HistoryOp, OpKind, Recorder, read_jsonl, write_jsonl};
