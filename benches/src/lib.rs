@@ -39,6 +39,5 @@ pub mod report;
 pub mod runner;
 pub mod scale;
 pub mod sim;
-mod testkit_api;
 pub mod trace;
 pub mod workload;

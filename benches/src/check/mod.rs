@@ -29,6 +29,8 @@ use std::time::Duration;
 use anyhow::Context;
 use cache_client::CacheClient;
 use cache_server::store::open_store;
+use cache_testkit::history::{Recorder, write_jsonl};
+use cache_testkit::linear;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use rand::rngs::StdRng;
@@ -39,8 +41,6 @@ use tokio::time::Instant;
 use crate::bench::parse_duration;
 use crate::procs::{self, Moto, Node, NodeConfig, ServerBin};
 use crate::report::Table;
-use crate::testkit_api::history::{Recorder, write_jsonl};
-use crate::testkit_api::linear;
 use nemesis::{Cluster, Faults, NemesisCounts};
 use workload::{Ctx, Keys, Mode, Tally};
 
@@ -199,6 +199,8 @@ pub struct Summary {
     pub converged: bool,
     /// Seconds of workload and faults.
     pub duration_s: f64,
+    /// Seconds the checker took.
+    pub check_s: f64,
     /// The injected bug: none or unfenced.
     pub nemesis_control: String,
     /// The seed.
@@ -292,10 +294,10 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
         setup.members.join(",")
     );
 
-    let recorder = Arc::new(Recorder::new(MAX_OPS));
+    let recorder = Recorder::bounded(MAX_OPS);
     let stride = args.clients as u64 + 2;
     let ctx = Arc::new(Ctx {
-        recorder: Arc::clone(&recorder),
+        recorder: recorder.clone(),
         keys,
         tally: Tally::default(),
         stride,
@@ -377,7 +379,10 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
         write_jsonl(std::io::BufWriter::new(file), &history)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    println!("checking {} ops", history.len());
+    let checking = Instant::now();
     let report = linear::check(&history);
+    let check_s = checking.elapsed().as_secs_f64();
     let anomalies = report.counts();
     let summary = Summary {
         ops: history.len(),
@@ -398,6 +403,7 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
         dropped_ops: recorder.dropped(),
         converged,
         duration_s,
+        check_s,
         nemesis_control: args.nemesis_control.name().into(),
         seed,
         store: match (&args.connect.is_empty(), args.store) {
@@ -589,6 +595,7 @@ fn table(s: &Summary) -> String {
     t.row(["unchecked keys", &s.unchecked_keys.len().to_string()]);
     t.row(["converged before final reads", &s.converged.to_string()]);
     t.row(["duration", &format!("{:.1} s", s.duration_s)]);
+    t.row(["checker time", &format!("{:.1} s", s.check_s)]);
     t.row(["nemesis control", &s.nemesis_control]);
     t.row(["seed", &s.seed.to_string()]);
     t.to_string()

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::testkit_api::history::{HistoryOp, OpKind, Recorder};
+use cache_testkit::history::{HistoryOp, OpKind, Recorder};
 
 /// Bytes of every value: its tag, `|`, then padding.
 const VALUE_BYTES: usize = 100;
@@ -25,6 +25,8 @@ pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most a process waits between two ops.
 const THINK_MAX: Duration = Duration::from_millis(2);
+/// How long a process waits after an op that failed.
+const FAILURE_PAUSE: Duration = Duration::from_millis(100);
 /// How often the direct writer writes.
 const DIRECT_PERIOD: Duration = Duration::from_millis(25);
 /// Attempts at each final read before it is given up.
@@ -165,7 +167,7 @@ fn tag_of(value: &[u8]) -> String {
 #[derive(Debug)]
 pub(crate) struct Ctx {
     /// Where ops go.
-    pub recorder: Arc<Recorder>,
+    pub recorder: Recorder,
     /// The keys.
     pub keys: Keys,
     /// Failure counts.
@@ -270,32 +272,56 @@ pub(crate) async fn client_process(
     let direct_reads = mode == Mode::Strict && !ctx.keys.direct.is_empty();
     while Instant::now() < deadline {
         let roll = rng.random_range(0..100);
-        if roll < 70 {
+        let failed = if roll < 70 {
             let key = if direct_reads && rng.random_bool(0.15) {
                 ctx.keys.direct[rng.random_range(0..ctx.keys.direct.len())].clone()
             } else {
                 ctx.keys.pick(&mut rng).to_owned()
             };
-            if let Some(seen) = ctx.read(&client, process, &key, mode).await {
+            let seen = ctx.read(&client, process, &key, mode).await;
+            let failed = seen.is_none();
+            if let Some(seen) = seen {
                 known.insert(key, seen);
             }
+            failed
         } else {
             let key = ctx.keys.pick(&mut rng).to_owned();
-            seq += 1;
             let kind = match roll {
                 70..90 => OpKind::Write,
                 90..98 => OpKind::Cas,
                 _ => OpKind::Delete,
             };
-            let certain = mutate(&ctx, &client, process, &key, kind, seq, &mut known).await;
-            if !certain {
-                // The op may still take effect: it stays open, and the process goes on
-                // under a new id.
-                process += ctx.stride;
+            // A conditional write expects what a read of the key just returned, so that it
+            // mostly races other writers rather than the process's own stale knowledge.
+            let read_failed = kind == OpKind::Cas
+                && match ctx.read(&client, process, &key, mode).await {
+                    Some(seen) => {
+                        known.insert(key.clone(), seen);
+                        false
+                    }
+                    None => true,
+                };
+            if read_failed {
+                true
+            } else {
+                seq += 1;
+                let certain = mutate(&ctx, &client, process, &key, kind, seq, &mut known).await;
+                if !certain {
+                    // The op may still take effect: it stays open, and the process goes on
+                    // under a new id.
+                    process += ctx.stride;
+                }
+                !certain
             }
-        }
-        let think = rng.random_range(Duration::ZERO..=THINK_MAX);
-        tokio::time::sleep_until((Instant::now() + think).min(deadline)).await;
+        };
+        // After a failure, a pause, as a client backs off, rather than a burst of failing ops
+        // against a node that is down.
+        let pause = if failed {
+            FAILURE_PAUSE
+        } else {
+            rng.random_range(Duration::ZERO..=THINK_MAX)
+        };
+        tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
     }
 }
 
