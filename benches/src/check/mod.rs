@@ -425,13 +425,14 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
             .map(ToString::to_string)
             .collect(),
     };
-    print!("{}", table(&summary));
-    for a in &summary.first_anomalies {
-        println!("\n{a}");
-    }
+    // The files first: they are the record, whatever happens to stdout.
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    print!("{}", table(&summary));
+    for a in &summary.first_anomalies {
+        println!("\n{a}");
     }
     Ok(summary)
 }
