@@ -17,16 +17,23 @@
 //! - [`redis_server`]: a `redis-server` process on a free port, for baselines.
 //! - [`modes`]: the local tier's hit ratio and each consistency mode's cost.
 //! - [`scale`]: `cache-bench scale`, scale events under load: handoff, drain, pre-warming.
+//! - [`check`]: `cache-bench check`, a Jepsen-style correctness run: real `cache-server`
+//!   processes under changes of members, kills, stops and store outages, every op recorded
+//!   and the history checked.
+//! - [`procs`]: `cache-server` and moto processes that can be killed, restarted, stopped and
+//!   continued.
 //!
 //! A run flows: [`workload::Plan`] (synthetic or [`trace::load`]) → preload the store →
 //! [`runner::drive`] per system (client → nodes → store) → [`sim::opt`] and [`sim::lru`] on the
 //! same sequence → [`bench::Report`] → table, JSON, [`plot`].
 
 pub mod bench;
+pub mod check;
 pub mod demo;
 pub mod modes;
 pub mod ping;
 pub mod plot;
+pub mod procs;
 pub mod redis_server;
 pub mod report;
 pub mod runner;

@@ -1,5 +1,7 @@
 //! `cache-bench`: the demo and load tests for cachelet. See `cache-bench --help`.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// Load tests and the demo for cachelet.
@@ -25,28 +27,63 @@ enum Command {
     Modes(cache_bench::modes::ModesArgs),
     /// Scale events under load: scale-out with and without handoff, drain, pre-warming.
     Scale(cache_bench::scale::ScaleArgs),
+    /// A correctness run: real cache-server processes under changes of members, kills,
+    /// stops and store outages; every op is recorded and the history checked. Exits with 2
+    /// when the checker finds anomalies.
+    Check(Box<cache_bench::check::CheckArgs>),
+    /// Runs one cache-server node, exactly as the cache-server binary does (used by `check`
+    /// when no cache-server binary is at hand).
+    #[command(hide = true)]
+    Node(Box<cache_server::cli::Args>),
 }
 
+/// The exit code of a check that found anomalies.
+const ANOMALIES_FOUND: u8 = 2;
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    // A node logs at info by default, as cache-server does: its address is in that log.
+    let default_filter = match cli.command {
+        Command::Node(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Demo(args) => cache_bench::demo::run(args).await,
-        Command::Run(args) => cache_bench::bench::run(*args, cache_bench::bench::Missing::Fail)
-            .await
-            .map(drop),
+    match cli.command {
+        Command::Demo(args) => cache_bench::demo::run(args).await?,
+        Command::Run(args) => {
+            cache_bench::bench::run(*args, cache_bench::bench::Missing::Fail).await?;
+        }
         Command::GenTrace(args) => {
             cache_bench::trace::generate(&args)?;
             println!("trace written to {}", args.out.display());
-            Ok(())
         }
-        Command::Ping(args) => cache_bench::ping::run(args).await,
-        Command::Modes(args) => cache_bench::modes::run(args).await,
-        Command::Scale(args) => cache_bench::scale::run(args).await.map(|_| ()),
+        Command::Ping(args) => cache_bench::ping::run(args).await?,
+        Command::Modes(args) => cache_bench::modes::run(args).await?,
+        Command::Scale(args) => {
+            cache_bench::scale::run(args).await?;
+        }
+        Command::Check(args) => {
+            let summary = cache_bench::check::run(*args).await?;
+            if summary.anomalies_total > 0 {
+                eprintln!(
+                    "cache-bench check: FAILED: the checker found {} anomalies ({} lost writes); \
+                     see the table and the first anomalies above",
+                    summary.anomalies_total, summary.lost_writes
+                );
+                return Ok(ExitCode::from(ANOMALIES_FOUND));
+            }
+            println!("cache-bench check: no anomalies");
+        }
+        Command::Node(args) => {
+            cache_server::cli::run(*args, cache_server::cli::shutdown_signal()).await?;
+        }
     }
+    Ok(ExitCode::SUCCESS)
 }

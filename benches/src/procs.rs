@@ -1,0 +1,461 @@
+//! Processes for `cache-bench check`: `cache-server` nodes, each on a loopback address of its
+//! own, that can be killed and restarted on the same address, stopped and continued; and the
+//! moto S3 emulator, which can be stopped and continued to make a store outage.
+//!
+//! A node is started with `--listen IP:0` and reports the port it bound in its log (a line
+//! with `serving` and `addr=`); a restart asks for that same address again. Every process is
+//! killed when its handle is dropped, so a run that fails or panics leaves nothing behind.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Lines of a node's log kept for error messages.
+const LOG_TAIL_LINES: usize = 40;
+/// How long a node may take to report its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Starts on an address that is still in use, before giving up.
+const BIND_ATTEMPTS: u32 = 5;
+/// How long moto may take to answer its first request.
+const MOTO_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The environment variable that names the `moto_server` executable.
+pub const MOTO_ENV: &str = "CACHELET_MOTO_SERVER";
+
+/// How to run a `cache-server`.
+#[derive(Debug, Clone)]
+pub enum ServerBin {
+    /// A `cache-server` executable.
+    Program(PathBuf),
+    /// This executable's hidden `node` subcommand, which runs the same entry point.
+    SelfNode(PathBuf),
+}
+
+impl ServerBin {
+    /// `path` when given (`self` for the `node` subcommand of this executable); else
+    /// `cache-server` next to this executable when it exists; else the `node` subcommand.
+    ///
+    /// # Errors
+    /// When this executable's path is unknown, or `path` does not exist.
+    pub fn resolve(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let me = std::env::current_exe().context("the path of this executable")?;
+        match path {
+            Some(p) if p.as_os_str() == "self" => Ok(Self::SelfNode(me)),
+            Some(p) => {
+                anyhow::ensure!(p.exists(), "--server-bin {} does not exist", p.display());
+                Ok(Self::Program(p.to_owned()))
+            }
+            None => {
+                let sibling =
+                    me.with_file_name(format!("cache-server{}", std::env::consts::EXE_SUFFIX));
+                Ok(if sibling.is_file() {
+                    Self::Program(sibling)
+                } else {
+                    Self::SelfNode(me)
+                })
+            }
+        }
+    }
+
+    fn command(&self) -> Command {
+        match self {
+            Self::Program(p) => Command::new(p),
+            Self::SelfNode(me) => {
+                let mut c = Command::new(me);
+                c.arg("node");
+                c
+            }
+        }
+    }
+
+    /// A description for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Program(p) => p.display().to_string(),
+            Self::SelfNode(me) => format!("{} node", me.display()),
+        }
+    }
+}
+
+/// What every node of a run is started with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The executable.
+    pub bin: ServerBin,
+    /// `--app`.
+    pub app: String,
+    /// `--store`.
+    pub store: String,
+    /// Further flags, such as `--store-timeout-ms 2000`.
+    pub extra_args: Vec<String>,
+    /// Environment variables (the store's endpoint and credentials).
+    pub env: Vec<(String, String)>,
+}
+
+/// Sends `signal` (`KILL`, `STOP`, `CONT`, ...) to process `pid` with `kill`.
+///
+/// # Errors
+/// When `kill` cannot run or fails.
+pub fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running kill")?;
+    anyhow::ensure!(status.success(), "kill -s {signal} {pid} failed: {status}");
+    Ok(())
+}
+
+/// A random loopback subnet for one run: `127.A.B.C` with `C` from `first` on, so that runs
+/// at the same time do not take each other's addresses.
+pub fn loopback_base(rng: &mut impl rand::Rng) -> (u8, u8, u8) {
+    (
+        rng.random_range(1..=254),
+        rng.random_range(0..=255),
+        rng.random_range(1..=150),
+    )
+}
+
+/// The `i`-th address of a run's loopback subnet.
+pub fn loopback_ip(base: (u8, u8, u8), i: usize) -> IpAddr {
+    let last = u8::try_from(usize::from(base.2) + i)
+        .unwrap_or(254)
+        .min(254);
+    IpAddr::V4(Ipv4Addr::new(127, base.0, base.1, last))
+}
+
+/// One `cache-server` process, which may be down.
+#[derive(Debug)]
+pub struct Node {
+    name: String,
+    ip: IpAddr,
+    addr: Option<String>,
+    child: Option<Child>,
+    stopped: bool,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Node {
+    /// A node that will listen on `ip`; not started yet.
+    pub fn new(name: impl Into<String>, ip: IpAddr) -> Self {
+        Self {
+            name: name.into(),
+            ip,
+            addr: None,
+            child: None,
+            stopped: false,
+            log: Arc::default(),
+        }
+    }
+
+    /// Its name in reports.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address it serves on, once it has started.
+    pub fn addr(&self) -> Option<&str> {
+        self.addr.as_deref()
+    }
+
+    /// Whether its process runs (stopped or not).
+    pub fn is_up(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Whether it runs and is not stopped.
+    pub fn is_healthy(&mut self) -> bool {
+        !self.stopped && self.is_up()
+    }
+
+    /// Whether it was stopped with SIGSTOP and not continued since.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Starts the process: on `IP:0` the first time, on its old address after that, with
+    /// `peers` as its member list (none: alone). Retries a few times while the address is
+    /// still in use. Returns once the node reported its address.
+    ///
+    /// # Errors
+    /// When it does not start, with the end of its log.
+    pub async fn start(&mut self, config: &NodeConfig, peers: &[String]) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "{} is already running", self.name);
+        let listen = self
+            .addr
+            .clone()
+            .unwrap_or_else(|| format!("{}:0", self.ip));
+        let mut last = None;
+        for attempt in 0..BIND_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            match self.spawn(config, &listen, peers).await {
+                Ok(addr) => {
+                    self.addr = Some(addr);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.reap();
+                    let in_use = e.to_string().to_lowercase().contains("in use");
+                    last = Some(e);
+                    if !in_use {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("{} did not start", self.name)))
+    }
+
+    async fn spawn(
+        &mut self,
+        config: &NodeConfig,
+        listen: &str,
+        peers: &[String],
+    ) -> anyhow::Result<String> {
+        let mut cmd = config.bin.command();
+        cmd.args([
+            "--listen",
+            listen,
+            "--app",
+            &config.app,
+            "--store",
+            &config.store,
+        ])
+        .args(&config.extra_args);
+        if !peers.is_empty() {
+            cmd.arg("--peers").arg(peers.join(","));
+        }
+        let mut child = cmd
+            .envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", config.bin.describe()))?;
+        let stderr = child.stderr.take().context("the node's stderr")?;
+        self.child = Some(child);
+        self.stopped = false;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let log = Arc::clone(&self.log);
+        // Reads the log to its end, so that the pipe never fills; reports the address once.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.is_some()
+                    && line.contains("serving")
+                    && let Some(addr) = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next())
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.to_owned());
+                }
+                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                if log.len() == LOG_TAIL_LINES {
+                    log.pop_front();
+                }
+                log.push_back(line);
+            }
+        });
+        match tokio::time::timeout(START_TIMEOUT, rx).await {
+            Ok(Ok(addr)) => Ok(addr),
+            Ok(Err(_)) => Err(anyhow::anyhow!(
+                "{} exited on start (listen {listen}):\n{}",
+                self.name,
+                self.log_tail()
+            )),
+            Err(_) => Err(anyhow::anyhow!(
+                "{} did not report its address within {START_TIMEOUT:?}:\n{}",
+                self.name,
+                self.log_tail()
+            )),
+        }
+    }
+
+    fn pid(&self) -> anyhow::Result<u32> {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .with_context(|| format!("{} is not running", self.name))
+    }
+
+    /// SIGKILL, and waits for the process to end.
+    ///
+    /// # Errors
+    /// When it is not running or `kill` fails.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        signal(self.pid()?, "KILL")?;
+        self.reap();
+        Ok(())
+    }
+
+    /// SIGSTOP: the process stays, frozen.
+    ///
+    /// # Errors
+    /// When it is not running or `kill` fails.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        signal(self.pid()?, "STOP")?;
+        self.stopped = true;
+        Ok(())
+    }
+
+    /// SIGCONT after [`Node::stop`].
+    ///
+    /// # Errors
+    /// When it is not running or `kill` fails.
+    pub fn cont(&mut self) -> anyhow::Result<()> {
+        signal(self.pid()?, "CONT")?;
+        self.stopped = false;
+        Ok(())
+    }
+
+    fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.stopped = false;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.reap();
+    }
+}
+
+/// The `moto_server` executable: [`MOTO_ENV`], else `moto_server` on `PATH`.
+///
+/// # Errors
+/// When neither is there, with what to install.
+pub fn moto_binary() -> anyhow::Result<String> {
+    if let Ok(path) = std::env::var(MOTO_ENV)
+        && !path.is_empty()
+    {
+        anyhow::ensure!(
+            std::path::Path::new(&path).exists(),
+            "{MOTO_ENV}={path} does not exist"
+        );
+        return Ok(path);
+    }
+    let found = Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    anyhow::ensure!(
+        found,
+        "--store moto needs the moto S3 emulator: set {MOTO_ENV} to the moto_server \
+         executable, or put moto_server on PATH (pip install 'moto[server]'; scripts/test \
+         installs it into .cache/venv), or use --store file"
+    );
+    Ok("moto_server".to_owned())
+}
+
+/// A `moto_server` process.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    endpoint: String,
+    stopped: bool,
+}
+
+impl Moto {
+    /// Starts moto on a free port of `ip` and creates `bucket`.
+    ///
+    /// # Errors
+    /// When moto is missing, exits, or does not answer within a minute.
+    pub async fn start(ip: IpAddr, bucket: &str) -> anyhow::Result<Self> {
+        let bin = moto_binary()?;
+        // Ask the OS for a free port, then hand it to moto.
+        let port = std::net::TcpListener::bind((ip, 0))?.local_addr()?.port();
+        let child = Command::new(&bin)
+            .args(["-H", &ip.to_string(), "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {bin}"))?;
+        let mut moto = Self {
+            child,
+            endpoint: format!("http://{ip}:{port}"),
+            stopped: false,
+        };
+        let deadline = tokio::time::Instant::now() + MOTO_START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                anyhow::bail!("{bin} exited on start: {status}");
+            }
+            if crate::bench::create_bucket(&moto.endpoint, bucket)
+                .await
+                .is_ok()
+            {
+                return Ok(moto);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "moto did not answer within {MOTO_START_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Its endpoint, `http://IP:PORT`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Whether it is stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// SIGSTOP: requests to the store hang until [`Moto::cont`]; its state is kept.
+    ///
+    /// # Errors
+    /// When `kill` fails.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        signal(self.child.id(), "STOP")?;
+        self.stopped = true;
+        Ok(())
+    }
+
+    /// SIGCONT.
+    ///
+    /// # Errors
+    /// When `kill` fails.
+    pub fn cont(&mut self) -> anyhow::Result<()> {
+        signal(self.child.id(), "CONT")?;
+        self.stopped = false;
+        Ok(())
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,112 @@
+//! `cache-bench check` against real `cache-server` processes over local files: changes of
+//! members, kills and stops for 15 s. The first run must find no anomaly; the negative
+//! control, with epoch fencing switched off on every node, must find some.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs `cache-bench check` on the short settings plus `extra`; returns its exit code and
+/// JSON summary.
+fn check(extra: &[&str]) -> (Option<i32>, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("check.json");
+    let history = dir.path().join("history.jsonl");
+    let output = Command::new(env!("CARGO_BIN_EXE_cache-bench"))
+        .args([
+            "check",
+            "--duration",
+            "15s",
+            "--store",
+            "file",
+            "--faults",
+            "members,kill,stop",
+            "--membership-interval",
+            "2s",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--history")
+        .arg(&history)
+        .args(extra)
+        .output()
+        .expect("run cache-bench check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    let summary: Value = serde_json::from_slice(
+        &std::fs::read(&json).unwrap_or_else(|e| panic!("no summary ({e}):\n{stderr}")),
+    )
+    .unwrap();
+    // One op a line, each a complete record.
+    let lines = std::fs::read_to_string(&history).unwrap();
+    assert_eq!(
+        lines.lines().count() as u64,
+        summary["ops"].as_u64().unwrap()
+    );
+    let first: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    for field in ["process", "key", "op", "invoke_ns", "complete_ns", "ok"] {
+        assert!(
+            first.get(field).is_some(),
+            "history line lacks {field}: {first}"
+        );
+    }
+    (output.status.code(), summary)
+}
+
+fn anomalies(summary: &Value) -> u64 {
+    summary["anomalies"]
+        .as_object()
+        .expect("anomalies by kind")
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_run_under_faults_reports_every_figure_and_no_anomaly() {
+    let (code, summary) = check(&[]);
+    for field in [
+        "ops",
+        "anomalies",
+        "lost_writes",
+        "membership_changes",
+        "kills",
+        "stops",
+        "store_outages",
+        "failed_by_code",
+        "unchecked_keys",
+        "duration_s",
+        "nemesis_control",
+    ] {
+        assert!(summary.get(field).is_some(), "missing {field}: {summary}");
+    }
+    assert!(summary["ops"].as_u64().unwrap() > 500, "{summary}");
+    assert!(
+        summary["membership_changes"].as_u64().unwrap() >= 3,
+        "{summary}"
+    );
+    assert!(summary["kills"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(
+        summary["store_outages"], 0,
+        "no store outages on local files"
+    );
+    assert_eq!(summary["nemesis_control"], "none");
+    assert!(summary["failed_by_code"].is_object());
+    assert_eq!(
+        anomalies(&summary),
+        0,
+        "the checker found anomalies: {:#}",
+        summary["first_anomalies"]
+    );
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn the_checker_catches_nodes_without_fencing() {
+    let (code, summary) = check(&["--nemesis-control", "unfenced"]);
+    assert_eq!(summary["nemesis_control"], "unfenced");
+    assert!(anomalies(&summary) > 0, "no anomaly found: {summary}");
+    assert_eq!(code, Some(2), "anomalies make the exit code 2");
+}
