@@ -50,6 +50,11 @@ pub struct Args {
     /// (0 turns pre-warming and manifests off).
     #[arg(long, default_value_t = 0.5)]
     pub prewarm_fraction: f64,
+    /// How often the node probes the store for a newer membership epoch, and asks a peer for
+    /// its epoch, in milliseconds. Correctness never depends on it: requests and fence
+    /// requests carry epochs too.
+    #[arg(long, default_value_t = 1000)]
+    pub gossip_interval_ms: u64,
     /// Switches epoch fencing off. Unsafe: only for checking that the checker catches stale
     /// reads.
     #[arg(long, hide = true)]
@@ -83,6 +88,7 @@ where
         .drain_timeout(Duration::from_millis(args.drain_timeout_ms))
         .prewarm(args.prewarm_fraction > 0.0)
         .prewarm_fraction(args.prewarm_fraction)
+        .gossip_interval(Duration::from_millis(args.gossip_interval_ms.max(1)))
         .fencing(!args.unfenced)
         .build()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

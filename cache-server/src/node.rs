@@ -913,17 +913,15 @@ impl CacheNode {
             .fetch_add(1, Ordering::Relaxed);
         let fallback = &self.inner.conditional;
         let write = async {
-            // On a store without conditional writes, writes of one key take turns on this
-            // node, so that a conditional write's check and write are not split by another.
-            let _turn = if fallback.unsupported.load(Ordering::Relaxed) {
-                let stripe = key_hash(key) as usize % fallback.stripes.len();
-                Some(fallback.stripes[stripe].lock().await)
-            } else {
-                None
-            };
+            let _turn = self.turn(key).await;
             let payload = PutPayload::from(value);
             let result = match if_match {
                 None => self.inner.store.put(&path, payload).await,
+                Some(expected) if !expected.is_empty() && _turn.is_some() => {
+                    // Known not to check versions itself: check here.
+                    drop(_turn);
+                    return self.write_checked(key, &path, payload, expected).await;
+                }
                 Some(expected) => {
                     let mode = if expected.is_empty() {
                         PutMode::Create
@@ -965,6 +963,17 @@ impl CacheNode {
         tokio::time::timeout(limit, write)
             .await
             .map_err(|_| self.store_timed_out(limit))?
+    }
+
+    /// On a store without conditional writes, writes and deletes of one key take turns on
+    /// this node, so that a conditional write's check and write are not split by another.
+    async fn turn(&self, key: &str) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let fallback = &self.inner.conditional;
+        if !fallback.unsupported.load(Ordering::Relaxed) {
+            return None;
+        }
+        let stripe = key_hash(key) as usize % fallback.stripes.len();
+        Some(fallback.stripes[stripe].lock().await)
     }
 
     /// A conditional write on a store that cannot check the condition itself: HEAD, compare,
@@ -1049,6 +1058,7 @@ impl CacheNode {
             .store_deletes
             .fetch_add(1, Ordering::Relaxed);
         let delete = async {
+            let _turn = self.turn(key).await;
             match self.inner.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(self.store_error(key, e)),

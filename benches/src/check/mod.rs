@@ -467,7 +467,12 @@ fn fault_names(f: Faults) -> Vec<String> {
 async fn start_cluster(args: &CheckArgs, rng: &mut StdRng) -> anyhow::Result<Setup> {
     let base = procs::loopback_base(rng);
     let bin = ServerBin::resolve(args.server_bin.as_deref())?;
-    let mut extra_args: Vec<String> = ["--store-timeout-ms", "2000"].map(String::from).into();
+    // Slow gossip: nodes that miss a change learn of it late, which is when an unfenced node
+    // serves stale data. A fenced node's correctness does not depend on gossip at all.
+    let mut extra_args: Vec<String> =
+        ["--store-timeout-ms", "2000", "--gossip-interval-ms", "5000"]
+            .map(String::from)
+            .into();
     if args.nemesis_control == NemesisControl::Unfenced {
         extra_args.push("--unfenced".into());
     }
@@ -485,7 +490,14 @@ async fn start_cluster(args: &CheckArgs, rng: &mut StdRng) -> anyhow::Result<Set
     let nodes: Vec<Node> = (0..args.nodes + args.spares)
         .map(|i| Node::new(format!("n{i}"), procs::loopback_ip(base, i + 1)))
         .collect();
-    let cluster = Cluster::start(config, nodes, args.nodes, store.moto).await?;
+    let cluster = Cluster::start(
+        config,
+        nodes,
+        args.nodes,
+        store.moto,
+        Arc::clone(&store.direct),
+    )
+    .await?;
     Ok(Setup {
         members: cluster.member_addrs(),
         cluster: Some(cluster),

@@ -12,10 +12,12 @@
 //! Every step has a deadline; a step that fails is counted and not retried.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cache_client::CacheClient;
 use cache_proto::v1 as pb;
+use object_store::ObjectStore;
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -30,8 +32,10 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a killed node stays down.
 const KILL_DOWN: Duration = Duration::from_secs(1);
-/// How long a stopped node stays frozen.
-const STOP_FROZEN: Duration = Duration::from_secs(2);
+/// How long a stopped node stays frozen: shorter than the clients' deadline, so that writes
+/// queued at it while it lags are acknowledged when it wakes (a node that wakes after its
+/// clients gave up can only produce writes of unknown outcome, which hide stale reads).
+const STOP_FROZEN: Duration = Duration::from_millis(1200);
 /// How long the store stays frozen.
 const STORE_OUTAGE: Duration = Duration::from_secs(10);
 /// Fewest members a scale-in leaves.
@@ -78,6 +82,11 @@ pub(crate) struct Cluster {
     pub epoch: u64,
     /// The store's process, when it is moto.
     pub moto: Option<Moto>,
+    /// A client of the application's store, for changes claimed there directly.
+    store: Arc<dyn ObjectStore>,
+    /// Changes pushed so far (every other one is claimed in the store and told to one node
+    /// alone, as when relays fail).
+    pushes: u64,
     config: NodeConfig,
     last_removed: Option<usize>,
 }
@@ -92,6 +101,7 @@ impl Cluster {
         mut nodes: Vec<Node>,
         members: usize,
         moto: Option<Moto>,
+        store: Arc<dyn ObjectStore>,
     ) -> anyhow::Result<Self> {
         for node in &mut nodes {
             node.start(&config, &[]).await?;
@@ -102,6 +112,8 @@ impl Cluster {
             // Every node starts alone at epoch 1.
             epoch: 1,
             moto,
+            store,
+            pushes: 0,
             config,
             last_removed: None,
         };
@@ -152,13 +164,37 @@ impl Cluster {
     /// Sets `next` as the member list at a new epoch by asking the node at `via` alone, as a
     /// platform does; relaying it is the nodes' job. The epoch is used up even when the push
     /// fails, so that no epoch ever names two lists.
+    ///
+    /// Every other change is claimed in the store directly, the way a controller with store
+    /// access can, and told to the node at `via` as a relay, which it does not pass on: the
+    /// other nodes must find it themselves, as when relays fail.
     async fn push(&mut self, next: BTreeSet<usize>, via: String) -> anyhow::Result<()> {
         self.epoch += 1;
+        self.pushes += 1;
         let epoch = self.epoch;
+        let members: Vec<String> = next.iter().map(|&i| self.addr(i)).collect();
+        let partial = self.pushes % 2 == 0;
+        if partial {
+            let record = cache_core::fence::EpochRecord {
+                epoch,
+                members: members.clone(),
+            };
+            let path = object_store::path::Path::from(cache_core::fence::EpochRecord::path(epoch));
+            let opts = object_store::PutOptions {
+                mode: object_store::PutMode::Create,
+                ..Default::default()
+            };
+            tokio::time::timeout(
+                STEP_TIMEOUT,
+                self.store.put_opts(&path, record.to_bytes().into(), opts),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("claiming epoch {epoch} in the store: no answer"))??;
+        }
         let request = pb::SetMembersRequest {
             epoch,
-            members: next.iter().map(|&i| self.addr(i)).collect(),
-            relay: false,
+            members,
+            relay: partial,
         };
         let call = async move {
             let mut admin = pb::admin_client::AdminClient::connect(format!("http://{via}")).await?;

@@ -134,7 +134,11 @@ pub(crate) fn code_name(e: &Error) -> &'static str {
         Error::UnknownApp(_) => "unknown_app",
         Error::InvalidRequest(_) => "invalid_request",
         Error::NotFound(_) => "not_found",
-        Error::Unavailable(_) => "unavailable",
+        // Why it was unavailable: the store, a key whose previous owners were not fenced in
+        // time, or a node that could not be reached.
+        Error::Unavailable(why) if why.contains("blob store") => "unavailable_store",
+        Error::Unavailable(why) if why.contains("not settled") => "unavailable_not_settled",
+        Error::Unavailable(_) => "unavailable_node",
         Error::Timeout(_) => "timeout",
         Error::WrongOwner { .. } => "wrong_owner",
         Error::VersionMismatch(_) => "version_mismatch",
