@@ -220,29 +220,6 @@ struct StoreHandle {
 
 const S3_BUCKET: &str = "cachelet-bench";
 
-/// `PUT /bucket` without credentials, which S3 emulators such as moto accept. An existing
-/// bucket is no error.
-pub(crate) async fn create_bucket(endpoint: &str, bucket: &str) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let hostport = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let mut conn = tokio::net::TcpStream::connect(&hostport).await?;
-    let request = format!(
-        "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    conn.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    conn.read_to_end(&mut response).await?;
-    let status = String::from_utf8_lossy(&response[..response.len().min(12)]).into_owned();
-    anyhow::ensure!(
-        status.ends_with("200") || status.ends_with("409"),
-        "creating bucket {bucket} at {endpoint}: {status}"
-    );
-    Ok(())
-}
-
 async fn open(spec: &str) -> anyhow::Result<StoreHandle> {
     if spec == "file" {
         let dir = tempfile::Builder::new().prefix("cache-bench-").tempdir()?;
@@ -279,7 +256,7 @@ async fn open(spec: &str) -> anyhow::Result<StoreHandle> {
             format!("http://{endpoint}")
         };
         if endpoint.starts_with("http://") {
-            create_bucket(&endpoint, S3_BUCKET).await?;
+            cache_testkit::moto::create_bucket(&endpoint, S3_BUCKET).await?;
         }
         let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
         let store = AmazonS3Builder::new()

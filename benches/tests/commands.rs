@@ -36,9 +36,7 @@ async fn demo_runs_without_errors_and_draws_its_charts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_compares_with_redis() {
-    if !RedisServer::available_for_test() {
-        return;
-    }
+    RedisServer::require_for_test();
     ping::run(PingArgs {
         keys: 50,
         value_size: bytesize::ByteSize::kib(1),

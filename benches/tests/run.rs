@@ -137,9 +137,7 @@ async fn duration_runs_replay_the_same_sequence_in_the_baselines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_baseline_runs_cache_aside() {
-    if !RedisServer::available_for_test() {
-        return;
-    }
+    RedisServer::require_for_test();
     let dir = tempfile::tempdir().unwrap();
     bench::run(
         RunArgs {

@@ -2,123 +2,26 @@
 //!
 //! The test starts `moto_server` itself (from `CACHELET_MOTO_SERVER`, or `moto_server` on
 //! `PATH`) on a free loopback port, so that it can stop and restart it. Without moto the test
-//! is skipped, except under `CI=true`, where that is a failure.
+//! fails: `scripts/test` installs it.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use cache_client::{CacheClient, Error, Tier};
 use cache_server::cluster::LocalCluster;
+use cache_testkit::moto::Moto;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BUCKET: &str = "cachelet-test";
 
-fn moto_binary() -> Option<String> {
-    if let Ok(path) = std::env::var("CACHELET_MOTO_SERVER") {
-        return Some(path);
-    }
-    let found = Command::new("moto_server")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    found.then(|| "moto_server".to_owned())
-}
-
-/// Skips the test when moto is missing, unless running in CI.
-fn require_moto() -> Option<String> {
-    match moto_binary() {
-        Some(bin) => Some(bin),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("moto_server is required in CI: set CACHELET_MOTO_SERVER or put it on PATH")
-        }
-        None => {
-            eprintln!("skipping: moto_server not found (run scripts/test to install it)");
-            None
-        }
-    }
-}
-
-struct Moto {
-    bin: String,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Moto {
-    async fn start(bin: String) -> Self {
-        // Ask the OS for a free port, then hand it to moto.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut moto = Self {
-            bin,
-            port,
-            child: None,
-        };
-        moto.restart().await;
-        moto
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn restart(&mut self) {
-        let child = Command::new(&self.bin)
-            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        self.child = Some(child);
-        // Ready when the bucket can be created.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if create_bucket(self.port).await {
-                return;
-            }
-            assert!(Instant::now() < deadline, "moto did not start within 60 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// `PUT /bucket`, which moto accepts without credentials. Returns whether it answered 200.
-async fn create_bucket(port: u16) -> bool {
-    let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let request = format!(
-        "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    if conn.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut response = Vec::new();
-    let _ = conn.read_to_end(&mut response).await;
-    response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200")
+/// moto on a free loopback port. A missing emulator fails the test: scripts/test installs it.
+async fn start_moto() -> Moto {
+    Moto::start("127.0.0.1".parse().unwrap(), BUCKET)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn s3_store(endpoint: &str) -> Arc<dyn ObjectStore> {
@@ -147,8 +50,7 @@ fn s3_store(endpoint: &str) -> Arc<dyn ObjectStore> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_read_through_write_through_and_outage() {
-    let Some(bin) = require_moto() else { return };
-    let mut moto = Moto::start(bin).await;
+    let mut moto = start_moto().await;
     let store = s3_store(&moto.endpoint());
     let cluster = LocalCluster::start(3, |b| {
         b.app("s3app")
@@ -235,7 +137,7 @@ async fn s3_read_through_write_through_and_outage() {
         .unwrap();
 
     // Outage: the emulator stops mid-test.
-    moto.stop();
+    moto.kill();
     match cache.get("direct/never-read").await {
         Err(Error::Unavailable(_)) => {}
         other => panic!("expected Unavailable during the outage, got {other:?}"),
@@ -261,7 +163,7 @@ async fn s3_read_through_write_through_and_outage() {
     );
 
     // Back again (moto starts empty): everything works.
-    moto.restart().await;
+    moto.restart().await.unwrap();
     cache.put("written/c.txt", "after").await.unwrap();
     assert_eq!(
         cache.get("written/c.txt").await.unwrap().as_deref(),
@@ -281,8 +183,7 @@ async fn s3_read_through_write_through_and_outage() {
 /// The `cache-server` binary with `--store s3://BUCKET`, its endpoint from `AWS_*` variables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_opens_s3_from_its_url_and_environment() {
-    let Some(bin) = require_moto() else { return };
-    let moto = Moto::start(bin).await;
+    let moto = start_moto().await;
     let server = common::Server::spawn(
         &["--app", "bin", "--store", &format!("s3://{BUCKET}/prefix")],
         &[

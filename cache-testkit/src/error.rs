@@ -22,6 +22,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The moto S3 emulator is missing, did not start, or refused a request.
+    #[error("moto: {0}")]
+    Moto(String),
     /// A value tag is not what a conversion needs (for example, not a decimal id).
     #[error("value tag {tag:?} is not a decimal id")]
     ValueTag {

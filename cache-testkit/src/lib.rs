@@ -9,6 +9,8 @@
 //!   failing key's anomalies with a small sub-history that shows them.
 //! - [`staleness`]: the bounded-staleness checker, for reads that may lag by a known bound
 //!   (which linearizability cannot express).
+//! - [`moto`]: the moto S3 emulator as a child process ([`moto::Moto`]), which the S3 tests and
+//!   `cache-bench check` start, stop, freeze and restart.
 //! - [`error`]: the crate's [`Error`].
 //!
 //! A history flows: each task calls [`Recorder::now_ns`] before an operation and
@@ -21,6 +23,7 @@
 pub mod error;
 pub mod history;
 pub mod linear;
+pub mod moto;
 pub mod staleness;
 
 pub use error::{Error, Result};

@@ -84,11 +84,14 @@ pub(crate) struct Cluster {
     pub moto: Option<Moto>,
     /// A client of the application's store, for changes claimed there directly.
     store: Arc<dyn ObjectStore>,
-    /// Changes pushed so far (every other one is claimed in the store and told to one node
+    /// Changes pushed so far (two in three are claimed in the store and told to one node
     /// alone, as when relays fail).
     pushes: u64,
     config: NodeConfig,
     last_removed: Option<usize>,
+    /// A node stopped just before a change: the change removes it, so that every write it
+    /// took before it froze is for a key that has moved by the time it wakes.
+    lagging: Option<usize>,
 }
 
 impl Cluster {
@@ -116,6 +119,7 @@ impl Cluster {
             pushes: 0,
             config,
             last_removed: None,
+            lagging: None,
         };
         let first: BTreeSet<usize> = (0..members).collect();
         // Every node is alone at epoch 1; the node asked relays the list to the others.
@@ -165,7 +169,7 @@ impl Cluster {
     /// platform does; relaying it is the nodes' job. The epoch is used up even when the push
     /// fails, so that no epoch ever names two lists.
     ///
-    /// Every other change is claimed in the store directly, the way a controller with store
+    /// Two changes in three are claimed in the store directly, the way a controller with store
     /// access can, and told to the node at `via` as a relay, which it does not pass on: the
     /// other nodes must find it themselves, as when relays fail.
     async fn push(&mut self, next: BTreeSet<usize>, via: String) -> anyhow::Result<()> {
@@ -173,7 +177,7 @@ impl Cluster {
         self.pushes += 1;
         let epoch = self.epoch;
         let members: Vec<String> = next.iter().map(|&i| self.addr(i)).collect();
-        let partial = self.pushes % 2 == 0;
+        let partial = self.pushes % 3 != 1;
         if partial {
             let record = cache_core::fence::EpochRecord {
                 epoch,
@@ -433,6 +437,7 @@ async fn step(
                 match cluster.nodes[victim].stop() {
                     Ok(()) => {
                         counts.stops += 1;
+                        cluster.lagging = Some(victim);
                         tracing::info!(node = cluster.nodes[victim].name(), "stopped");
                         next.push((now + STOP_FROZEN, Event::Cont(victim)));
                     }
@@ -476,6 +481,20 @@ async fn change_members(
     kind: Change,
     rng: &mut StdRng,
 ) -> anyhow::Result<()> {
+    if let Some(lagging) = cluster.lagging.take()
+        && cluster.members.contains(&lagging)
+        && cluster.members.len() > MIN_MEMBERS
+        && cluster.nodes[lagging].is_stopped()
+    {
+        let mut next = cluster.members.clone();
+        next.remove(&lagging);
+        cluster.last_removed = Some(lagging);
+        tracing::info!(
+            node = cluster.nodes[lagging].name(),
+            "scale-in of a stopped node"
+        );
+        return cluster.change(next, rng).await;
+    }
     let order = match kind {
         Change::Out => [Change::Out, Change::Back, Change::In],
         Change::In => [Change::In, Change::Out, Change::Back],

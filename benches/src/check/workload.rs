@@ -274,7 +274,15 @@ pub(crate) async fn client_process(
     let mut seq = 0u64;
     let mut known = Known::new();
     let direct_reads = mode == Mode::Strict && !ctx.keys.direct.is_empty();
+    // Like function instances, clients learn of changes of members at different times: each
+    // asks the nodes for the newest list now and then, on its own schedule.
+    let refresh_every = Duration::from_millis(rng.random_range(1000..5000));
+    let mut next_refresh = Instant::now() + refresh_every;
     while Instant::now() < deadline {
+        if Instant::now() >= next_refresh {
+            let _ = tokio::time::timeout(OP_TIMEOUT, client.refresh_members()).await;
+            next_refresh = Instant::now() + refresh_every;
+        }
         let roll = rng.random_range(0..100);
         let failed = if roll < 70 {
             let key = if direct_reads && rng.random_bool(0.15) {
