@@ -468,9 +468,11 @@ async fn start_cluster(args: &CheckArgs, rng: &mut StdRng) -> anyhow::Result<Set
     let base = procs::loopback_base(rng);
     let bin = ServerBin::resolve(args.server_bin.as_deref())?;
     // Slow gossip: nodes that miss a change learn of it late, which is when an unfenced node
-    // serves stale data. A fenced node's correctness does not depend on gossip at all.
+    // serves stale data. A fenced node's correctness does not depend on gossip at all. A store
+    // timeout under the clients' 2 s deadline: a store that does not answer makes requests fail
+    // with Unavailable rather than time out.
     let mut extra_args: Vec<String> =
-        ["--store-timeout-ms", "2000", "--gossip-interval-ms", "5000"]
+        ["--store-timeout-ms", "1000", "--gossip-interval-ms", "5000"]
             .map(String::from)
             .into();
     if args.nemesis_control == NemesisControl::Unfenced {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use cache_client::CacheClient;
 use cache_proto::v1 as pb;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -165,20 +165,35 @@ impl Cluster {
             .collect()
     }
 
+    /// The next epoch no record claims yet: probes the store from the last one known.
+    async fn next_free_epoch(&self) -> anyhow::Result<u64> {
+        let mut epoch = self.epoch + 1;
+        for _ in 0..64 {
+            let path = object_store::path::Path::from(cache_core::fence::EpochRecord::path(epoch));
+            let head = tokio::time::timeout(ADMIN_TIMEOUT, self.store.head(&path))
+                .await
+                .map_err(|_| anyhow::anyhow!("probing epoch {epoch} in the store: no answer"))?;
+            match head {
+                Ok(_) => epoch += 1,
+                Err(object_store::Error::NotFound { .. }) => return Ok(epoch),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        anyhow::bail!("more than 64 epochs claimed since {}", self.epoch)
+    }
+
     /// Sets `next` as the member list at a new epoch by asking the node at `via` alone, as a
-    /// platform does; relaying it is the nodes' job. The epoch is used up even when the push
-    /// fails, so that no epoch ever names two lists.
+    /// platform does; the node claims the epoch in the store and relays it.
     ///
-    /// Two changes in three are claimed in the store directly, the way a controller with store
-    /// access can, and told to the node at `via` as a relay, which it does not pass on: the
-    /// other nodes must find it themselves, as when relays fail.
+    /// Two changes in three are claimed in the store directly instead, the way a controller
+    /// with store access can, and told to the node at `via` as a relay, which it does not pass
+    /// on: the other nodes must find it themselves, as when relays fail.
     async fn push(&mut self, next: BTreeSet<usize>, via: String) -> anyhow::Result<()> {
-        self.epoch += 1;
         self.pushes += 1;
-        let epoch = self.epoch;
         let members: Vec<String> = next.iter().map(|&i| self.addr(i)).collect();
         let partial = self.pushes % 3 != 1;
-        if partial {
+        let epoch = if partial {
+            let epoch = self.next_free_epoch().await?;
             let record = cache_core::fence::EpochRecord {
                 epoch,
                 members: members.clone(),
@@ -194,7 +209,11 @@ impl Cluster {
             )
             .await
             .map_err(|_| anyhow::anyhow!("claiming epoch {epoch} in the store: no answer"))??;
-        }
+            epoch
+        } else {
+            // The node claims the next free epoch itself.
+            0
+        };
         let request = pb::SetMembersRequest {
             epoch,
             members,
@@ -208,12 +227,12 @@ impl Cluster {
         let reply = tokio::time::timeout(STEP_TIMEOUT, call)
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {STEP_TIMEOUT:?}"))??;
-        self.epoch = self.epoch.max(reply.epoch);
         anyhow::ensure!(
-            reply.epoch == epoch,
+            epoch == 0 || reply.epoch == epoch,
             "the node is at epoch {}, not {epoch}",
             reply.epoch
         );
+        self.epoch = self.epoch.max(reply.epoch);
         self.members = next;
         Ok(())
     }
