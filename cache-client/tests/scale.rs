@@ -44,6 +44,22 @@ async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Claims `epoch` for `members` straight in the store, as a controller with store access
+/// can, telling no node.
+async fn claim_in_store(store: &Arc<dyn ObjectStore>, epoch: u64, members: &[String]) {
+    let record = cache_core::fence::EpochRecord {
+        epoch,
+        members: members.to_vec(),
+    };
+    store
+        .put(
+            &Path::from(cache_core::fence::EpochRecord::path(epoch)),
+            record.to_bytes().into(),
+        )
+        .await
+        .unwrap();
+}
+
 /// Each key's cached version at its home node, over every running node.
 async fn cached_at_home(cluster: &LocalCluster, keys: &[String]) -> HashMap<String, String> {
     let mut found = HashMap::new();
@@ -69,17 +85,7 @@ async fn epochs_converge_from_the_store_and_cannot_be_forged() {
     let cluster = LocalCluster::start(3, |b| fast(b, &store)).await.unwrap();
     let addrs = cluster.addrs();
     let two: Vec<String> = addrs[..2].to_vec();
-    let record = cache_core::fence::EpochRecord {
-        epoch: 2,
-        members: two.clone(),
-    };
-    store
-        .put(
-            &Path::from(cache_core::fence::EpochRecord::path(2)),
-            record.to_bytes().into(),
-        )
-        .await
-        .unwrap();
+    claim_in_store(&store, 2, &two).await;
     eventually("every node at epoch 2", async || {
         cluster
             .nodes()
@@ -448,17 +454,7 @@ async fn clients_take_the_highest_epoch_any_node_reports() {
     .await
     .unwrap();
     let addrs = cluster.addrs();
-    let record = cache_core::fence::EpochRecord {
-        epoch: 2,
-        members: addrs.clone(),
-    };
-    store
-        .put(
-            &Path::from(cache_core::fence::EpochRecord::path(2)),
-            record.to_bytes().into(),
-        )
-        .await
-        .unwrap();
+    claim_in_store(&store, 2, &addrs).await;
     // Only node 1 hears of epoch 2; node 0 stays behind (it probes the store hourly here).
     let mut admin = pb::admin_client::AdminClient::connect(format!("http://{}", addrs[1]))
         .await

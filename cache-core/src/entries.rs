@@ -463,6 +463,31 @@ mod tests {
         Entry::new(Bytes::from(v.to_owned()), Version::new(tag))
     }
 
+    type Written = tokio::task::JoinHandle<Result<Option<Entry>, Error>>;
+
+    /// Starts a write of `key` that stays inside its store call until the returned sender
+    /// fires; returns once it is there.
+    async fn write_held(
+        store: &EntryStore,
+        key: &'static str,
+        written: Entry,
+    ) -> (tokio::sync::oneshot::Sender<()>, Written) {
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let (started, in_store_call) = tokio::sync::oneshot::channel::<()>();
+        let store = store.clone();
+        let writer = tokio::spawn(async move {
+            store
+                .write_through(key, || async move {
+                    started.send(()).unwrap();
+                    wait.await.unwrap();
+                    Ok(Some(written))
+                })
+                .await
+        });
+        in_store_call.await.unwrap();
+        (release, writer)
+    }
+
     #[tokio::test]
     async fn hit_miss_and_load() {
         let store = EntryStore::new(1 << 20);
@@ -625,21 +650,7 @@ mod tests {
     #[tokio::test]
     async fn overlapping_writes_cache_nothing() {
         let store = EntryStore::new(1 << 20);
-        let (release, wait) = tokio::sync::oneshot::channel::<()>();
-        let (started, in_store_call) = tokio::sync::oneshot::channel::<()>();
-        let first = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write_through("k", || async move {
-                        started.send(()).unwrap();
-                        wait.await.unwrap();
-                        Ok(Some(entry("first", "1")))
-                    })
-                    .await
-            })
-        };
-        in_store_call.await.unwrap();
+        let (release, first) = write_held(&store, "k", entry("first", "1")).await;
         // No lock is held across the first write's store call: this one runs meanwhile.
         store
             .write_through("k", || async { Ok(Some(entry("second", "2"))) })
@@ -660,21 +671,7 @@ mod tests {
     #[tokio::test]
     async fn a_miss_during_a_write_waits_for_it() {
         let store = EntryStore::new(1 << 20);
-        let (release, wait) = tokio::sync::oneshot::channel::<()>();
-        let (started, in_store_call) = tokio::sync::oneshot::channel::<()>();
-        let writer = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write_through("k", || async move {
-                        started.send(()).unwrap();
-                        wait.await.unwrap();
-                        Ok(Some(entry("new", "2")))
-                    })
-                    .await
-            })
-        };
-        in_store_call.await.unwrap();
+        let (release, writer) = write_held(&store, "k", entry("new", "2")).await;
         let reader = {
             let store = store.clone();
             tokio::spawn(async move {
@@ -698,7 +695,6 @@ mod tests {
     async fn a_load_overlapping_a_write_is_not_cached() {
         let store = EntryStore::new(1 << 20);
         let (release_load, load_wait) = tokio::sync::oneshot::channel::<()>();
-        let (release_write, write_wait) = tokio::sync::oneshot::channel::<()>();
         let loader = {
             let store = store.clone();
             tokio::spawn(async move {
@@ -714,20 +710,7 @@ mod tests {
         while store.stats().misses == 0 {
             tokio::task::yield_now().await;
         }
-        let (started, in_store_call) = tokio::sync::oneshot::channel::<()>();
-        let writer = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write_through("k", || async move {
-                        started.send(()).unwrap();
-                        write_wait.await.unwrap();
-                        Ok(Some(entry("new", "2")))
-                    })
-                    .await
-            })
-        };
-        in_store_call.await.unwrap();
+        let (release_write, writer) = write_held(&store, "k", entry("new", "2")).await;
         release_load.send(()).unwrap();
         assert_eq!(loader.await.unwrap().1, Lookup::Loaded);
         assert_eq!(

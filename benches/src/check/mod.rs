@@ -171,18 +171,9 @@ pub struct Summary {
     pub anomalies_total: u64,
     /// Acknowledged writes that the final reads did not see.
     pub lost_writes: u64,
-    /// Changes of members that a node acknowledged.
-    pub membership_changes: u64,
-    /// Changes of members that failed.
-    pub membership_changes_failed: u64,
-    /// Nodes killed (and restarted).
-    pub kills: u64,
-    /// Restarts that failed.
-    pub restarts_failed: u64,
-    /// Nodes stopped and continued.
-    pub stops: u64,
-    /// Store outages.
-    pub store_outages: u64,
+    /// What the nemesis did: changes of members, kills, stops, store outages.
+    #[serde(flatten)]
+    pub nemesis: nemesis::NemesisCounts,
     /// Failed requests by error code.
     pub failed_by_code: BTreeMap<String, u64>,
     /// Reads that failed (not checked).
@@ -389,12 +380,7 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
         anomalies_total: report.anomalies.len() as u64,
         anomalies,
         lost_writes: report.lost_writes(),
-        membership_changes: counts.membership_changes,
-        membership_changes_failed: counts.membership_changes_failed,
-        kills: counts.kills,
-        restarts_failed: counts.restarts_failed,
-        stops: counts.stops,
-        store_outages: counts.store_outages,
+        nemesis: counts,
         failed_by_code: ctx.tally.failed_by_code(),
         failed_reads: ctx.tally.failed_reads.load(Ordering::Relaxed),
         unknown_writes: ctx.tally.unknown_writes.load(Ordering::Relaxed),
@@ -592,14 +578,17 @@ fn table(s: &Summary) -> String {
     t.row(["lost writes", &s.lost_writes.to_string()]);
     t.row([
         "membership changes (failed)",
-        &format!("{} ({})", s.membership_changes, s.membership_changes_failed),
+        &format!(
+            "{} ({})",
+            s.nemesis.membership_changes, s.nemesis.membership_changes_failed
+        ),
     ]);
     t.row([
         "kills (failed restarts)",
-        &format!("{} ({})", s.kills, s.restarts_failed),
+        &format!("{} ({})", s.nemesis.kills, s.nemesis.restarts_failed),
     ]);
-    t.row(["stops", &s.stops.to_string()]);
-    t.row(["store outages", &s.store_outages.to_string()]);
+    t.row(["stops", &s.nemesis.stops.to_string()]);
+    t.row(["store outages", &s.nemesis.store_outages.to_string()]);
     let failed: u64 = s.failed_by_code.values().sum();
     t.row(["failed requests", &failed.to_string()]);
     for (code, n) in &s.failed_by_code {

@@ -56,7 +56,7 @@ pub(crate) struct Faults {
 
 /// What the nemesis did.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-pub(crate) struct NemesisCounts {
+pub struct NemesisCounts {
     /// Changes of members that a node acknowledged.
     pub membership_changes: u64,
     /// Changes of members that failed or timed out.
