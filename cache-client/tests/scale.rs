@@ -445,9 +445,17 @@ async fn advice_asks_for_a_node_when_the_working_set_outgrows_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_take_the_highest_epoch_any_node_reports() {
     let store = open_store("memory:///").unwrap();
+    // Node 0 reaches the store through a wrapper that can cut it off.
+    let cut = cache_server::store::InstrumentedStore::new(store.clone());
+    let built = AtomicU64::new(0);
     let cluster = LocalCluster::start(2, |b| {
+        let own: Arc<dyn ObjectStore> = if built.fetch_add(1, Ordering::SeqCst) == 0 {
+            Arc::new(cut.clone())
+        } else {
+            store.clone()
+        };
         b.app(APP)
-            .store(store.clone())
+            .store(own)
             .gossip_interval(Duration::from_secs(3600))
             .prewarm(false)
     })
@@ -455,7 +463,9 @@ async fn clients_take_the_highest_epoch_any_node_reports() {
     .unwrap();
     let addrs = cluster.addrs();
     claim_in_store(&store, 2, &addrs).await;
-    // Only node 1 hears of epoch 2; node 0 stays behind (it probes the store hourly here).
+    // Only node 1 hears of epoch 2. Node 0 cannot read the record (its store is cut off), so
+    // it stays behind however it hears of it.
+    cut.set_failing(true);
     let mut admin = pb::admin_client::AdminClient::connect(format!("http://{}", addrs[1]))
         .await
         .unwrap();
@@ -470,7 +480,9 @@ async fn clients_take_the_highest_epoch_any_node_reports() {
     assert_eq!(cluster.node(0).membership().epoch(), 1);
     let cache = client(addrs.clone()).await;
     assert_eq!(cache.membership().epoch(), 2);
+    assert_eq!(cluster.node(0).membership().epoch(), 1);
     // A request routed by epoch 2 brings node 0 up to date before it is served.
+    cut.set_failing(false);
     let on_zero = (0..1000)
         .map(|i| format!("z/{i}"))
         .find(|k| cache.home_of(k) == addrs[0])
