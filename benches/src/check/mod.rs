@@ -176,6 +176,9 @@ pub struct Summary {
     pub nemesis: nemesis::NemesisCounts,
     /// Failed requests by error code.
     pub failed_by_code: BTreeMap<String, u64>,
+    /// Failed requests that ended outside every fault window (a node killed or stopped until
+    /// it serves again, the store frozen), widened by the op deadline and a second.
+    pub failed_outside_faults: u64,
     /// Reads that failed (not checked).
     pub failed_reads: u64,
     /// Writes, conditional writes and deletes whose outcome is unknown.
@@ -293,6 +296,9 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
         tally: Tally::default(),
         stride,
     });
+    if let Some(cluster) = &mut setup.cluster {
+        cluster.set_clock(recorder.clone());
+    }
     let mut tasks = tokio::task::JoinSet::new();
     let start = Instant::now();
     let deadline = start + args.duration;
@@ -349,6 +355,7 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
     if let Some(cluster) = &mut setup.cluster {
         println!("healing every fault");
         converged = cluster.heal(&mut counts, &mut rng).await;
+        cluster.close_windows();
         setup.members = cluster.member_addrs();
         tokio::time::sleep(SETTLE).await;
     }
@@ -361,6 +368,11 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
         .await?;
     workload::final_reads(&ctx, &reader, args.clients as u64 + 1).await;
     let server = setup.server.clone();
+    let windows = setup
+        .cluster
+        .as_ref()
+        .map(|c| c.windows.clone())
+        .unwrap_or_default();
     drop(setup);
 
     let history = recorder.take();
@@ -382,6 +394,9 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
         lost_writes: report.lost_writes(),
         nemesis: counts,
         failed_by_code: ctx.tally.failed_by_code(),
+        failed_outside_faults: ctx
+            .tally
+            .failed_outside(&windows, workload::OP_TIMEOUT + Duration::from_secs(1)),
         failed_reads: ctx.tally.failed_reads.load(Ordering::Relaxed),
         unknown_writes: ctx.tally.unknown_writes.load(Ordering::Relaxed),
         cas_mismatches: ctx.tally.cas_mismatches.load(Ordering::Relaxed),
@@ -594,6 +609,10 @@ fn table(s: &Summary) -> String {
     for (code, n) in &s.failed_by_code {
         t.row([&format!("  {code}"), &n.to_string()]);
     }
+    t.row([
+        "failed outside fault windows",
+        &s.failed_outside_faults.to_string(),
+    ]);
     t.row(["unknown-outcome writes", &s.unknown_writes.to_string()]);
     t.row(["cas mismatches", &s.cas_mismatches.to_string()]);
     t.row(["unchecked keys", &s.unchecked_keys.len().to_string()]);

@@ -92,6 +92,12 @@ pub(crate) struct Cluster {
     /// A node stopped just before a change: the change removes it, so that every write it
     /// took before it froze is for a key that has moved by the time it wakes.
     lagging: Option<usize>,
+    /// The clock of the history, for fault windows.
+    clock: Option<cache_testkit::Recorder>,
+    /// Faults in progress, by name, with their start on the history's clock.
+    open: std::collections::HashMap<String, u64>,
+    /// Faults that ended: start and end on the history's clock.
+    pub windows: Vec<(u64, u64)>,
 }
 
 impl Cluster {
@@ -120,6 +126,9 @@ impl Cluster {
             config,
             last_removed: None,
             lagging: None,
+            clock: None,
+            open: std::collections::HashMap::new(),
+            windows: Vec::new(),
         };
         let first: BTreeSet<usize> = (0..members).collect();
         // Every node is alone at epoch 1; the node asked relays the list to the others.
@@ -146,6 +155,31 @@ impl Cluster {
             "the nodes did not all take the first member list"
         );
         Ok(cluster)
+    }
+
+    /// Times fault windows on `clock`, the history's.
+    pub fn set_clock(&mut self, clock: cache_testkit::Recorder) {
+        self.clock = Some(clock);
+    }
+
+    fn fault_began(&mut self, name: String) {
+        if let Some(clock) = &self.clock {
+            self.open.entry(name).or_insert_with(|| clock.now_ns());
+        }
+    }
+
+    fn fault_ended(&mut self, name: &str) {
+        if let (Some(clock), Some(start)) = (&self.clock, self.open.remove(name)) {
+            self.windows.push((start, clock.now_ns()));
+        }
+    }
+
+    /// Ends every fault window still open (after healing).
+    pub fn close_windows(&mut self) {
+        let names: Vec<String> = self.open.keys().cloned().collect();
+        for name in names {
+            self.fault_ended(&name);
+        }
     }
 
     fn addr(&self, i: usize) -> String {
@@ -436,6 +470,7 @@ async fn step(
                 match cluster.nodes[victim].kill() {
                     Ok(()) => {
                         counts.kills += 1;
+                        cluster.fault_began(format!("node {victim}"));
                         tracing::info!(node = cluster.nodes[victim].name(), "killed");
                         next.push((now + KILL_DOWN, Event::Restart(victim)));
                     }
@@ -447,6 +482,7 @@ async fn step(
             if !cluster.nodes[i].is_up() {
                 cluster.restart(i, counts).await;
             }
+            cluster.fault_ended(&format!("node {i}"));
         }
         Event::Stop => {
             let healthy = cluster.healthy_members();
@@ -457,6 +493,7 @@ async fn step(
                     Ok(()) => {
                         counts.stops += 1;
                         cluster.lagging = Some(victim);
+                        cluster.fault_began(format!("node {victim}"));
                         tracing::info!(node = cluster.nodes[victim].name(), "stopped");
                         next.push((now + STOP_FROZEN, Event::Cont(victim)));
                     }
@@ -470,12 +507,14 @@ async fn step(
             {
                 tracing::warn!(error = %e, "continue failed");
             }
+            cluster.fault_ended(&format!("node {i}"));
         }
         Event::StoreDown => {
             if let Some(moto) = &mut cluster.moto {
                 match moto.stop() {
                     Ok(()) => {
                         counts.store_outages += 1;
+                        cluster.fault_began("store".into());
                         tracing::info!("store stopped");
                         next.push((now + STORE_OUTAGE, Event::StoreUp));
                     }
@@ -489,6 +528,7 @@ async fn step(
             {
                 tracing::warn!(error = %e, "continuing the store failed");
             }
+            cluster.fault_ended("store");
         }
     }
     next

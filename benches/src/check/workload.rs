@@ -100,6 +100,8 @@ impl Mode {
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     failed_by_code: Mutex<BTreeMap<String, u64>>,
+    /// When each failed request ended, on the history's clock (the first million).
+    failed_at: Mutex<Vec<u64>>,
     /// Reads that failed (recorded, ignored by the checker).
     pub failed_reads: AtomicU64,
     /// Writes, conditional writes and deletes whose outcome is unknown.
@@ -109,12 +111,30 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    fn failed(&self, code: &str) {
+    fn failed(&self, code: &str, at_ns: u64) {
         let mut map = self
             .failed_by_code
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         *map.entry(code.to_owned()).or_default() += 1;
+        let mut at = self.failed_at.lock().unwrap_or_else(|e| e.into_inner());
+        if at.len() < 1 << 20 {
+            at.push(at_ns);
+        }
+    }
+
+    /// Failed requests that ended outside every fault window, widened by `slack` on either
+    /// side (an op may start before a fault and end after it).
+    pub fn failed_outside(&self, windows: &[(u64, u64)], slack: Duration) -> u64 {
+        let slack = u64::try_from(slack.as_nanos()).unwrap_or(u64::MAX);
+        let at = self.failed_at.lock().unwrap_or_else(|e| e.into_inner());
+        at.iter()
+            .filter(|&&t| {
+                !windows
+                    .iter()
+                    .any(|&(s, e)| t + slack >= s && t <= e.saturating_add(slack))
+            })
+            .count() as u64
     }
 
     /// Failed requests by error code.
@@ -229,7 +249,7 @@ impl Ctx {
             invoke_ns,
         };
         let failed = |code: &str| {
-            self.tally.failed(code);
+            self.tally.failed(code, self.recorder.now_ns());
             self.tally.failed_reads.fetch_add(1, Ordering::Relaxed);
         };
         match result {
@@ -392,14 +412,14 @@ async fn mutate(
             true
         }
         Ok(Err(e)) => {
-            ctx.tally.failed(code_name(&e));
+            ctx.tally.failed(code_name(&e), ctx.recorder.now_ns());
             ctx.tally.unknown_writes.fetch_add(1, Ordering::Relaxed);
             known.remove(key);
             ctx.record(op, None, None);
             false
         }
         Err(_) => {
-            ctx.tally.failed("timeout");
+            ctx.tally.failed("timeout", ctx.recorder.now_ns());
             ctx.tally.unknown_writes.fetch_add(1, Ordering::Relaxed);
             known.remove(key);
             ctx.record(op, None, None);
@@ -461,11 +481,14 @@ pub(crate) async fn direct_process(
         match result {
             Ok(Ok(version)) => ctx.record(op, version, Some(true)),
             other => {
-                ctx.tally.failed(if other.is_err() {
-                    "direct_timeout"
-                } else {
-                    "direct_store_error"
-                });
+                ctx.tally.failed(
+                    if other.is_err() {
+                        "direct_timeout"
+                    } else {
+                        "direct_store_error"
+                    },
+                    ctx.recorder.now_ns(),
+                );
                 ctx.tally.unknown_writes.fetch_add(1, Ordering::Relaxed);
                 ctx.record(op, None, None);
                 process += ctx.stride;
