@@ -346,10 +346,10 @@ async fn a_failing_store_is_unavailable_then_recovers() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_store_times_out_as_unavailable() {
-    let slow = InstrumentedStore::new(open_store("memory:///").unwrap());
-    let store: Arc<dyn ObjectStore> = Arc::new(slow.clone());
+/// One node over an instrumented in-memory store, with a 200 ms store timeout.
+async fn one_node_with_a_short_store_timeout() -> (InstrumentedStore, LocalCluster) {
+    let instrumented = InstrumentedStore::new(open_store("memory:///").unwrap());
+    let store: Arc<dyn ObjectStore> = Arc::new(instrumented.clone());
     let cluster = LocalCluster::start(1, |b| {
         b.app(APP)
             .store(store.clone())
@@ -357,6 +357,12 @@ async fn a_slow_store_times_out_as_unavailable() {
     })
     .await
     .unwrap();
+    (instrumented, cluster)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_times_out_as_unavailable() {
+    let (slow, cluster) = one_node_with_a_short_store_timeout().await;
     let cache = client(&cluster).await;
     // The store turns slow once the node runs (it reads its epoch from the store to start).
     slow.set_latency(Duration::from_secs(30));
@@ -385,15 +391,7 @@ async fn shutdown_finishes_while_a_client_holds_a_stream() {
 /// leave the old value cached: the next read returns what the store holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_of_unknown_outcome_leaves_no_stale_copy() {
-    let flaky = InstrumentedStore::new(open_store("memory:///").unwrap());
-    let store: Arc<dyn ObjectStore> = Arc::new(flaky.clone());
-    let cluster = LocalCluster::start(1, |b| {
-        b.app(APP)
-            .store(store.clone())
-            .store_timeout(Duration::from_millis(200))
-    })
-    .await
-    .unwrap();
+    let (flaky, cluster) = one_node_with_a_short_store_timeout().await;
     let cache = client(&cluster).await;
     cache.put("k", "old").await.unwrap();
     assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"old"[..]));

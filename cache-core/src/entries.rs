@@ -488,6 +488,35 @@ mod tests {
         (release, writer)
     }
 
+    type Loaded = tokio::task::JoinHandle<(Entry, Lookup)>;
+
+    /// Starts a miss of `key` whose store read stays in progress until the returned sender
+    /// fires; returns once it is there.
+    async fn load_held(
+        store: &EntryStore,
+        key: &'static str,
+        loaded: Entry,
+    ) -> (tokio::sync::oneshot::Sender<()>, Loaded) {
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let misses = store.stats().misses;
+        let loader = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .get_or_load(key, || async move {
+                        wait.await.unwrap();
+                        Ok(loaded)
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        while store.stats().misses == misses {
+            tokio::task::yield_now().await;
+        }
+        (release, loader)
+    }
+
     #[tokio::test]
     async fn hit_miss_and_load() {
         let store = EntryStore::new(1 << 20);
@@ -694,22 +723,7 @@ mod tests {
     #[tokio::test]
     async fn a_load_overlapping_a_write_is_not_cached() {
         let store = EntryStore::new(1 << 20);
-        let (release_load, load_wait) = tokio::sync::oneshot::channel::<()>();
-        let loader = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .get_or_load("k", || async move {
-                        load_wait.await.unwrap();
-                        Ok(entry("old", "1"))
-                    })
-                    .await
-                    .unwrap()
-            })
-        };
-        while store.stats().misses == 0 {
-            tokio::task::yield_now().await;
-        }
+        let (release_load, loader) = load_held(&store, "k", entry("old", "1")).await;
         let (release_write, writer) = write_held(&store, "k", entry("new", "2")).await;
         release_load.send(()).unwrap();
         assert_eq!(loader.await.unwrap().1, Lookup::Loaded);
@@ -726,22 +740,7 @@ mod tests {
     #[tokio::test]
     async fn a_change_of_ownership_stops_loads_in_progress_from_caching() {
         let store = EntryStore::new(1 << 20);
-        let (release, wait) = tokio::sync::oneshot::channel::<()>();
-        let loader = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .get_or_load("k", || async move {
-                        wait.await.unwrap();
-                        Ok(entry("v", "1"))
-                    })
-                    .await
-                    .unwrap()
-            })
-        };
-        while store.stats().misses == 0 {
-            tokio::task::yield_now().await;
-        }
+        let (release, loader) = load_held(&store, "k", entry("v", "1")).await;
         store.bump_all().await;
         release.send(()).unwrap();
         assert_eq!(loader.await.unwrap().1, Lookup::Loaded);
