@@ -124,9 +124,10 @@ struct Stripe {
     generation: u64,
     /// Writes whose store call is in progress.
     writing: u32,
-    /// Keys with writes in progress: how many, and a signal that turns true when the last
-    /// one ends. A miss on such a key waits for it rather than read the store.
-    keys: std::collections::HashMap<Arc<str>, (u32, tokio::sync::watch::Sender<bool>)>,
+    /// Writes in progress by key hash. A miss on such a key waits for them (on the stripe's
+    /// `ended` signal) rather than read the store. Hashes, not keys: nothing is allocated per
+    /// write, and a collision only makes a miss wait for an unrelated write.
+    keys: std::collections::HashMap<u64, u32>,
 }
 
 /// A byte-bounded cache of entries keyed by blob name.
@@ -143,6 +144,8 @@ struct Inner {
     counters: Arc<Counters>,
     // Each stripe's state (see the module docs), under a lock held only briefly.
     stripes: Box<[Mutex<Stripe>]>,
+    // Per stripe: signalled whenever the last write in progress of some key ends.
+    ended: Box<[tokio::sync::Notify]>,
     // Hashes of keys whose last write has an unknown outcome, until their window ends.
     suspects: moka::sync::Cache<u64, ()>,
 }
@@ -189,6 +192,7 @@ impl EntryStore {
         let stripes = (0..STRIPES)
             .map(|_| Mutex::new(Stripe::default()))
             .collect();
+        let ended = (0..STRIPES).map(|_| tokio::sync::Notify::new()).collect();
         let suspects = moka::sync::Cache::builder()
             .max_capacity(MAX_SUSPECTS)
             .time_to_live(suspect_for.max(Duration::from_millis(1)))
@@ -200,6 +204,7 @@ impl EntryStore {
                 capacity: capacity_bytes,
                 counters,
                 stripes,
+                ended,
                 suspects,
             }),
         }
@@ -207,6 +212,10 @@ impl EntryStore {
 
     fn stripe(&self, key: &str) -> &Mutex<Stripe> {
         &self.inner.stripes[(key_hash(key) % STRIPES as u64) as usize]
+    }
+
+    fn ended(&self, hash: u64) -> &tokio::sync::Notify {
+        &self.inner.ended[(hash % STRIPES as u64) as usize]
     }
 
     /// The cached entry for `key`, counting a hit or a miss.
@@ -259,17 +268,22 @@ impl EntryStore {
         let cache = &self.inner.cache;
         // A write of the key is in progress: its result is cached when it ends (unless
         // another overlapped it), so wait for it instead of reading the store.
-        let writing = stripe
-            .lock()
-            .await
-            .keys
-            .get(key)
-            .map(|(_, done)| done.subscribe());
-        if let Some(mut done) = writing {
-            let _ = done.wait_for(|d| *d).await;
-            if let Some(entry) = cache.get(key).await {
-                return Ok((entry, Lookup::Hit));
+        let hash = key_hash(key);
+        let mut waited = false;
+        loop {
+            let ended = self.ended(hash).notified();
+            tokio::pin!(ended);
+            // Registered before the check, so that an end between the check and the wait is
+            // not missed.
+            ended.as_mut().enable();
+            if !stripe.lock().await.keys.contains_key(&hash) {
+                break;
             }
+            ended.await;
+            waited = true;
+        }
+        if waited && let Some(entry) = cache.get(key).await {
+            return Ok((entry, Lookup::Hit));
         }
         let init = async {
             let generation = stripe.lock().await.generation;
@@ -318,25 +332,20 @@ impl EntryStore {
             let mut state = stripe.lock().await;
             state.generation += 1;
             state.writing += 1;
-            state
-                .keys
-                .entry(Arc::from(key))
-                .or_insert_with(|| (0, tokio::sync::watch::channel(false).0))
-                .0 += 1;
+            *state.keys.entry(key_hash(key)).or_insert(0) += 1;
             (state.generation, self.inner.cache.remove(key).await)
         };
         let written = write().await;
         let mut state = stripe.lock().await;
         state.writing -= 1;
-        let last = state.keys.get_mut(key).is_some_and(|(n, _)| {
+        let hash = key_hash(key);
+        let last = state.keys.get_mut(&hash).is_some_and(|n| {
             *n -= 1;
             *n == 0
         });
-        let done = if last {
-            state.keys.remove(key).map(|(_, done)| done)
-        } else {
-            None
-        };
+        if last {
+            state.keys.remove(&hash);
+        }
         let alone = state.generation == started;
         match &written {
             Ok(Some(entry)) if alone => {
@@ -356,8 +365,8 @@ impl EntryStore {
         }
         state.generation += 1;
         drop(state);
-        if let Some(done) = done {
-            done.send_replace(true);
+        if last {
+            self.ended(hash).notify_waiters();
         }
         written
     }
