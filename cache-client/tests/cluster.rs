@@ -31,6 +31,13 @@ async fn cluster_over(store: Arc<dyn ObjectStore>) -> LocalCluster {
     .unwrap()
 }
 
+/// One node over `store`.
+async fn one_node_over(store: Arc<dyn ObjectStore>) -> LocalCluster {
+    LocalCluster::start(1, |b| b.app(APP).store(store.clone()))
+        .await
+        .unwrap()
+}
+
 async fn read_store(store: &dyn ObjectStore, key: &str) -> Option<Bytes> {
     match store.get(&Path::from(key)).await {
         Ok(r) => Some(r.bytes().await.unwrap()),
@@ -421,10 +428,7 @@ async fn a_write_of_unknown_outcome_leaves_no_stale_copy() {
 async fn a_direct_writer_cannot_slip_into_a_conditional_put() {
     let inner = open_store("memory:///").unwrap();
     let slow = InstrumentedStore::new(inner.clone());
-    let store: Arc<dyn ObjectStore> = Arc::new(slow.clone());
-    let cluster = LocalCluster::start(1, |b| b.app(APP).store(store.clone()))
-        .await
-        .unwrap();
+    let cluster = one_node_over(Arc::new(slow.clone())).await;
     let cache = client(&cluster).await;
     let v1 = cache.put("c", "one").await.unwrap();
     slow.set_put_latency(Duration::from_millis(300));
@@ -467,10 +471,7 @@ async fn on_local_files_a_delete_does_not_split_a_conditional_put() {
     let dir = tempfile::tempdir().unwrap();
     let files = open_store(&format!("file://{}", dir.path().display())).unwrap();
     let slow = InstrumentedStore::new(files);
-    let store: Arc<dyn ObjectStore> = Arc::new(slow.clone());
-    let cluster = LocalCluster::start(1, |b| b.app(APP).store(store.clone()))
-        .await
-        .unwrap();
+    let cluster = one_node_over(Arc::new(slow.clone())).await;
     let cache = client(&cluster).await;
     let v1 = cache.put("c", "one").await.unwrap();
     // The first conditional put finds out that the store cannot check versions.
