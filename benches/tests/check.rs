@@ -1,5 +1,5 @@
 //! `cache-bench check` against real `cache-server` processes over local files: changes of
-//! members every 0.7 s (two in three told to one node alone), kills and stops, for 20 s. The first run must find no anomaly; the negative
+//! members every 0.5 s (two in three told to one node alone), kills and stops, for 30 s. The first run must find no anomaly; the negative
 //! control, with epoch fencing switched off on every node, must find some.
 
 use std::process::Command;
@@ -16,7 +16,7 @@ fn check(extra: &[&str]) -> (Option<i32>, Value) {
         .args([
             "check",
             "--duration",
-            "20s",
+            "30s",
             "--clients",
             "6",
             "--store",
@@ -24,7 +24,7 @@ fn check(extra: &[&str]) -> (Option<i32>, Value) {
             "--faults",
             "members,kill,stop",
             "--membership-interval",
-            "700ms",
+            "500ms",
         ])
         .arg("--json")
         .arg(&json)
