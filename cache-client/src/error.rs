@@ -46,6 +46,15 @@ pub enum Error {
     /// The node refused the work to protect itself.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// The call carried no credentials, or credentials the node does not know.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The credentials do not allow this call: a wrong role, or another application's data.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The blob store refused the operation for good; retrying cannot help.
+    #[error("store rejected the operation: {0}")]
+    StoreRejected(String),
     /// The client was configured wrongly.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -95,6 +104,9 @@ impl Error {
             pb::ErrorCode::Timeout => Error::Timeout(Duration::ZERO),
             pb::ErrorCode::Overloaded => Error::Overloaded(msg),
             pb::ErrorCode::VersionMismatch => Error::VersionMismatch(msg),
+            pb::ErrorCode::Unauthenticated => Error::Unauthenticated(msg),
+            pb::ErrorCode::PermissionDenied => Error::PermissionDenied(msg),
+            pb::ErrorCode::StoreRejected => Error::StoreRejected(msg),
             pb::ErrorCode::Internal | pb::ErrorCode::Unspecified => Error::Internal(msg),
         }
     }
@@ -113,6 +125,8 @@ impl Error {
             Code::DeadlineExceeded => Error::Timeout(Duration::ZERO),
             Code::ResourceExhausted => Error::Overloaded(msg),
             Code::Aborted => Error::VersionMismatch(msg),
+            Code::Unauthenticated => Error::Unauthenticated(msg),
+            Code::PermissionDenied => Error::PermissionDenied(msg),
             Code::Unavailable | Code::Cancelled | Code::Unknown => Error::Unavailable(msg),
             _ => Error::Internal(format!("{:?}: {msg}", status.code())),
         }

@@ -48,6 +48,9 @@ pub fn grpc_code(code: pb::ErrorCode) -> Code {
         pb::ErrorCode::Timeout => Code::DeadlineExceeded,
         pb::ErrorCode::Overloaded => Code::ResourceExhausted,
         pb::ErrorCode::VersionMismatch => Code::Aborted,
+        pb::ErrorCode::Unauthenticated => Code::Unauthenticated,
+        pb::ErrorCode::PermissionDenied => Code::PermissionDenied,
+        pb::ErrorCode::StoreRejected => Code::FailedPrecondition,
         pb::ErrorCode::Internal | pb::ErrorCode::Unspecified => Code::Internal,
     }
 }
