@@ -36,6 +36,11 @@ pub struct Args {
     /// Largest value, such as 16MiB.
     #[arg(long, default_value = "16MiB")]
     pub max_value: bytesize::ByteSize,
+    /// The reply budget: the most value bytes held at once for replies not yet taken by the
+    /// transport, uncached store reads and handoff (default: half the capacity, at most
+    /// 256MiB, at least two maximal values).
+    #[arg(long)]
+    pub reply_budget: Option<bytesize::ByteSize>,
     /// Longest a blob-store call may take, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub store_timeout_ms: u64,
@@ -77,7 +82,11 @@ where
     } else {
         args.peers.clone()
     };
-    let node = CacheNode::builder()
+    let mut builder = CacheNode::builder();
+    if let Some(budget) = args.reply_budget {
+        builder = builder.reply_budget_bytes(budget.as_u64());
+    }
+    let node = builder
         .app(&args.app)
         .store(open_store(&args.store)?)
         .capacity_bytes(args.capacity.as_u64())

@@ -14,6 +14,8 @@
 //!   drain, gossip. `scale_state` holds its state apart from the node.
 //! - `prewarm`: hot-key manifests and pre-warming after scale-to-zero.
 //! - `advice`: scaling advice from every member's counters.
+//! - [`budget`]: the reply budget, which bounds the value bytes a node holds for replies the
+//!   transport has not taken, uncached store reads, and handoff.
 //! - [`service`]: the tonic `Data`, `Admin` and `Peer` services, and the `Pipe` stream's tasks.
 //! - [`serve`](mod@serve): [`CacheNode::serve`] on a bound listener with a shutdown future.
 //! - [`wire`]: request errors as gRPC statuses with a machine-readable detail.
@@ -48,6 +50,7 @@
 //! ```
 
 mod advice;
+pub mod budget;
 pub mod cli;
 pub mod cluster;
 mod epochs;

@@ -54,6 +54,8 @@ pub fn record(recorder: &PrometheusRecorder, stats: &pb::NodeStats) {
         gauge!("cachelet_sealed_epoch").set(stats.sealed as f64);
         counter!("cachelet_reads_total", "tier" => "unsettled").absolute(stats.unsettled_reads);
         counter!("cachelet_not_settled_total").absolute(stats.not_settled);
+        gauge!("cachelet_reply_budget_bytes").set(stats.reply_budget_bytes as f64);
+        gauge!("cachelet_reply_held_bytes").set(stats.reply_held_bytes as f64);
         gauge!("cachelet_drained").set(if stats.drained { 1.0 } else { 0.0 });
     });
 }

@@ -17,6 +17,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use tokio::sync::broadcast;
 use tracing::Instrument;
 
+use crate::budget::{Account, Held, ReplyBudget};
+
 /// The default byte capacity of a node's cache: 64 MiB.
 pub const DEFAULT_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -66,6 +68,7 @@ pub struct CacheNodeBuilder {
     max_batch_ops: usize,
     hot_threshold: u32,
     fencing: bool,
+    reply_budget_bytes: Option<u64>,
     scale: crate::scale_state::ScaleConfig,
 }
 
@@ -84,6 +87,7 @@ impl Default for CacheNodeBuilder {
             max_batch_ops: 4096,
             hot_threshold: DEFAULT_HOT_THRESHOLD,
             fencing: true,
+            reply_budget_bytes: None,
             scale: crate::scale_state::ScaleConfig::default(),
         }
     }
@@ -168,6 +172,15 @@ impl CacheNodeBuilder {
     /// reading the stream (backpressure). Default: 1024.
     pub fn max_inflight_per_stream(mut self, n: usize) -> Self {
         self.max_inflight_per_stream = n.max(1);
+        self
+    }
+
+    /// The node's reply budget: the most value bytes it holds at once for replies that the
+    /// transport has not taken yet, uncached store reads and handoff (see
+    /// [`crate::budget`]). Default: half the capacity, at most 256 MiB, and at least room for
+    /// two maximal values ([`crate::budget::default_budget`]).
+    pub fn reply_budget_bytes(mut self, bytes: u64) -> Self {
+        self.reply_budget_bytes = Some(bytes);
         self
     }
 
@@ -269,6 +282,9 @@ impl CacheNodeBuilder {
         let me = self_addr.get().cloned().unwrap_or_default();
         let ownership = Ownership::new(me, membership, self.fencing);
         let epochs = crate::epochs::Epochs::new(Arc::clone(&store), ownership, self.store_timeout);
+        let budget = ReplyBudget::new(self.reply_budget_bytes.unwrap_or_else(|| {
+            crate::budget::default_budget(self.capacity_bytes, self.limits.max_value_bytes)
+        }));
         Ok(CacheNode {
             inner: Arc::new(Inner {
                 app,
@@ -279,6 +295,7 @@ impl CacheNodeBuilder {
                     self.store_timeout.saturating_mul(2),
                 ),
                 limits: self.limits,
+                budget,
                 epochs,
                 self_addr,
                 store_timeout: self.store_timeout,
@@ -342,6 +359,7 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) entries: EntryStore,
     limits: Limits,
+    budget: ReplyBudget,
     pub(crate) epochs: crate::epochs::Epochs,
     self_addr: OnceLock<String>,
     store_timeout: Duration,
@@ -386,6 +404,9 @@ pub struct ReadOptions<'a> {
     pub if_none_match: Option<&'a str>,
     /// The membership epoch the caller routed by (0: none).
     pub epoch: u64,
+    /// The caller's share of the reply budget, which a read of the store that is not cached
+    /// holds its value against. `None`: the node budget alone.
+    pub account: Option<&'a Account>,
 }
 
 /// A read's answer.
@@ -446,6 +467,11 @@ impl CacheNode {
 
     pub(crate) fn max_batch_ops(&self) -> usize {
         self.inner.max_batch_ops
+    }
+
+    /// The node's reply budget (see [`crate::budget`]).
+    pub fn reply_budget(&self) -> &ReplyBudget {
+        &self.inner.budget
     }
 
     /// Learns this node's address from its listener, unless `advertise` set it.
@@ -534,28 +560,37 @@ impl CacheNode {
     ///   cache when held, else reads and caches it;
     /// - a key that is not settled yet is read from the store and not cached;
     /// - a fallback read, for a home node that is down, reads the store and caches nothing.
+    ///
+    /// A value read from the store and not cached comes back with its hold on the reply
+    /// budget, taken before its body was read; a cached one with [`Held::none`].
     pub(crate) async fn load(
         &self,
         key: &str,
         opts: ReadOptions<'_>,
         hot: bool,
         budget: Duration,
-    ) -> Result<Answer, Error> {
+    ) -> Result<(Answer, Held), Error> {
         if opts.fallback {
             self.inner
                 .counters
                 .fallback_reads
                 .fetch_add(1, Ordering::Relaxed);
-            let entry = self.read_store(key, budget).await?;
-            return Ok(self.answer(entry, pb::Tier::Store, hot, opts.if_none_match));
+            let (entry, held) = self.read_store_held(key, budget, opts.account).await?;
+            return Ok((
+                self.answer(entry, pb::Tier::Store, hot, opts.if_none_match),
+                held,
+            ));
         }
         if self.access(key, opts.epoch).await? == Access::Unsettled {
             self.inner
                 .counters
                 .unsettled_reads
                 .fetch_add(1, Ordering::Relaxed);
-            let entry = self.read_store(key, budget).await?;
-            return Ok(self.answer(entry, pb::Tier::Store, hot, opts.if_none_match));
+            let (entry, held) = self.read_store_held(key, budget, opts.account).await?;
+            return Ok((
+                self.answer(entry, pb::Tier::Store, hot, opts.if_none_match),
+                held,
+            ));
         }
         if opts.strict {
             return self.load_strict(key, opts, hot, budget).await;
@@ -579,7 +614,10 @@ impl CacheNode {
         } else {
             tier_of(how)
         };
-        Ok(self.answer(entry, tier, hot, opts.if_none_match))
+        Ok((
+            self.answer(entry, tier, hot, opts.if_none_match),
+            Held::none(),
+        ))
     }
 
     async fn load_strict(
@@ -588,7 +626,7 @@ impl CacheNode {
         opts: ReadOptions<'_>,
         hot: bool,
         budget: Duration,
-    ) -> Result<Answer, Error> {
+    ) -> Result<(Answer, Held), Error> {
         let current = match self.head_store(key, budget).await {
             Ok(version) => version,
             Err(Error::NotFound { key }) => {
@@ -602,12 +640,12 @@ impl CacheNode {
             Err(e) => return Err(e),
         };
         if opts.if_none_match == Some(current.as_str()) {
-            return Ok(self.answer_not_modified(current, hot));
+            return Ok((self.answer_not_modified(current, hot), Held::none()));
         }
         if let Some(entry) = self.inner.entries.get(key).await
             && entry.version == current
         {
-            return Ok(self.answer(entry, pb::Tier::Home, hot, None));
+            return Ok((self.answer(entry, pb::Tier::Home, hot, None), Held::none()));
         }
         // The cache holds another version, or none: read the store afresh.
         let (mut entry, how) = self
@@ -615,12 +653,16 @@ impl CacheNode {
             .entries
             .reload(key, || self.read_store(key, budget))
             .await?;
+        let mut held = Held::none();
         if entry.version != current {
             // A load that began before the HEAD was joined; read once more, uncached.
-            entry = self.read_store(key, budget).await?;
+            (entry, held) = self.read_store_held(key, budget, opts.account).await?;
         }
         self.publish(key, Some(&entry.version));
-        Ok(self.answer(entry, tier_of(how), hot, opts.if_none_match))
+        Ok((
+            self.answer(entry, tier_of(how), hot, opts.if_none_match),
+            held,
+        ))
     }
 
     fn answer(
@@ -695,7 +737,7 @@ impl CacheNode {
         async {
             let result = match self.lookup(key, opts).await {
                 Ok((Some(answer), _)) => Ok(answer),
-                Ok((None, hot)) => self.load(key, opts, hot, budget).await,
+                Ok((None, hot)) => self.load(key, opts, hot, budget).await.map(|(a, _)| a),
                 Err(e) => Err(e),
             };
             if let Ok(Answer::Value { tier, .. }) = &result {
@@ -848,7 +890,23 @@ impl CacheNode {
         Error::StoreUnavailable(format!("the blob store did not answer within {limit:?}"))
     }
 
+    /// Reads a blob from the store, holding its size against the node's reply budget while
+    /// the body arrives.
     pub(crate) async fn read_store(&self, key: &str, budget: Duration) -> Result<Entry, Error> {
+        self.read_store_held(key, budget, None)
+            .await
+            .map(|(e, _)| e)
+    }
+
+    /// Reads a blob from the store, and returns it with its hold on the reply budget: taken
+    /// against `account` (or the node budget alone) once the store has said the blob's size
+    /// and before its body is read.
+    pub(crate) async fn read_store_held(
+        &self,
+        key: &str,
+        budget: Duration,
+        account: Option<&Account>,
+    ) -> Result<(Entry, Held), Error> {
         let path = blob_path(key)?;
         let c = &self.inner.counters;
         c.store_reads.fetch_add(1, Ordering::Relaxed);
@@ -867,16 +925,26 @@ impl CacheNode {
                 });
             }
             let version = Version::from_meta(&result.meta);
+            let held = match account {
+                Some(account) => account.hold(result.meta.size, budget).await?,
+                None => {
+                    self.inner
+                        .budget
+                        .node_account()
+                        .hold(result.meta.size, budget)
+                        .await?
+                }
+            };
             let value = result.bytes().await.map_err(|e| self.store_error(key, e))?;
-            Ok(Entry::new(value, version))
+            Ok((Entry::new(value, version), held))
         };
         let limit = self.store_deadline(budget);
-        let entry = tokio::time::timeout(limit, read)
+        let (entry, held) = tokio::time::timeout(limit, read)
             .await
             .map_err(|_| self.store_timed_out(limit))??;
         c.store_read_bytes
             .fetch_add(entry.size(), Ordering::Relaxed);
-        Ok(entry)
+        Ok((entry, held))
     }
 
     async fn head_store(&self, key: &str, budget: Duration) -> Result<Version, Error> {
@@ -1096,6 +1164,8 @@ impl CacheNode {
             store_errors: load(&c.store_errors),
             store_read_bytes: load(&c.store_read_bytes),
             fallback_reads: load(&c.fallback_reads),
+            reply_budget_bytes: self.inner.budget.bytes(),
+            reply_held_bytes: self.inner.budget.held_bytes(),
             gets: load(&c.gets),
             puts: load(&c.puts),
             deletes: load(&c.deletes),

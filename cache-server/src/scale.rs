@@ -436,7 +436,12 @@ impl CacheNode {
             .max_decoding_message_size(max_message);
         let app = self.app().to_owned();
         let sealed = self.inner.epochs.with(Ownership::sealed);
+        let account = self.reply_budget().node_account();
+        let wait = self.scale().config.handoff_window;
         let produce = async move {
+            // The batches in flight hold their bytes against the reply budget; the oldest is
+            // released as each new one is queued.
+            let mut in_flight = std::collections::VecDeque::new();
             let mut batch = Vec::new();
             let mut bytes = 0;
             let mut entries = entries.into_iter().peekable();
@@ -448,6 +453,14 @@ impl CacheNode {
                     version: entry.version.as_str().to_owned(),
                 });
                 if bytes >= HANDOFF_BATCH_BYTES || batch.len() >= 1024 || entries.peek().is_none() {
+                    let Ok(held) = account.hold(bytes as u64, wait).await else {
+                        tracing::warn!("handoff stopped: the reply budget stayed full");
+                        return;
+                    };
+                    in_flight.push_back(held);
+                    if in_flight.len() > HANDOFF_BATCHES_IN_FLIGHT + 1 {
+                        in_flight.pop_front();
+                    }
                     bytes = 0;
                     let message = pb::HandoffBatch {
                         app: app.clone(),

@@ -10,6 +10,7 @@
 //! A hit is answered inline by the reader, so the common case spawns nothing. On shutdown the
 //! reader stops taking ops, the ops in progress finish, and the reply stream ends.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use futures::Stream;
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::budget::{Account, Held};
 use crate::node::{Answer, CacheNode, ReadOptions};
 use crate::wire::{to_status, to_wire};
 
@@ -27,6 +29,8 @@ use crate::wire::{to_status, to_wire};
 const COALESCE_BYTES: usize = 1 << 20;
 /// A reply message is closed once it holds this many replies.
 const COALESCE_REPLIES: usize = 1024;
+/// A `Pipe` stream queues this many ops per in-flight slot before it refuses more.
+const QUEUED_PER_SLOT: usize = 4;
 /// Extra time an op gets beyond its store deadline before it is answered `Timeout`.
 const GRACE: Duration = Duration::from_millis(100);
 
@@ -41,6 +45,11 @@ impl DataService {
     /// The service for `node`; `shutdown` turning true ends its streams gracefully.
     pub fn new(node: CacheNode, shutdown: watch::Receiver<bool>) -> Self {
         Self { node, shutdown }
+    }
+
+    /// The most value bytes one unary or `Batch` reply carries: one message.
+    fn max_reply_bytes(&self) -> u64 {
+        crate::budget::stream_cap(self.node.limits().max_value_bytes)
     }
 }
 
@@ -85,14 +94,44 @@ fn error_reply(id: u64, err: &Error) -> pb::Reply {
     }
 }
 
-/// Runs one op that may wait on the store, bounded by its deadline.
-async fn run_op(node: &CacheNode, id: u64, kind: OpKind, budget: Duration) -> pb::Reply {
+/// Holds a value answer's bytes against `account`, unless `held` already does.
+async fn hold_answer(
+    account: &Account,
+    answer: &Answer,
+    mut held: Held,
+    wait: Duration,
+) -> Result<Held, Error> {
+    if let Answer::Value { entry, .. } = answer
+        && held.is_empty()
+    {
+        held.absorb(account.hold(entry.size(), wait).await?);
+    }
+    Ok(held)
+}
+
+/// Runs one op that may wait on the store, bounded by its deadline. A value in the reply is
+/// held against `account` until the reply is taken.
+async fn run_op(
+    node: &CacheNode,
+    account: &Account,
+    id: u64,
+    kind: OpKind,
+    budget: Duration,
+) -> (pb::Reply, Held) {
     let work = async {
         match kind {
-            OpKind::Load { get, hot, epoch } => node
-                .load(&get.key, read_options(&get, epoch), hot, budget)
-                .await
-                .map(|answer| answer_reply(id, answer)),
+            OpKind::Load { get, hot, epoch } => {
+                let (answer, held) = node
+                    .load(
+                        &get.key,
+                        read_options(&get, epoch, Some(account)),
+                        hot,
+                        budget,
+                    )
+                    .await?;
+                let held = hold_answer(account, &answer, held, budget).await?;
+                Ok((answer_reply(id, answer), held))
+            }
             OpKind::Put {
                 key,
                 value,
@@ -101,22 +140,29 @@ async fn run_op(node: &CacheNode, id: u64, kind: OpKind, budget: Duration) -> pb
             } => node
                 .put(&key, value, if_match.as_deref(), epoch, budget)
                 .await
-                .map(|v| pb::Reply {
-                    id,
-                    result: Some(pb::reply::Result::Written(written(v))),
+                .map(|v| {
+                    let reply = pb::Reply {
+                        id,
+                        result: Some(pb::reply::Result::Written(written(v))),
+                    };
+                    (reply, Held::none())
                 }),
-            OpKind::Delete { key, epoch } => {
-                node.delete(&key, epoch, budget).await.map(|()| pb::Reply {
+            OpKind::Delete { key, epoch } => node.delete(&key, epoch, budget).await.map(|()| {
+                let reply = pb::Reply {
                     id,
                     result: Some(pb::reply::Result::Deleted(pb::Deleted {})),
-                })
-            }
+                };
+                (reply, Held::none())
+            }),
         }
     };
     match tokio::time::timeout(budget + GRACE, work).await {
-        Ok(Ok(reply)) => reply,
-        Ok(Err(e)) => error_reply(id, &e),
-        Err(_) => error_reply(id, &node.failed(Error::Timeout(budget))),
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => (error_reply(id, &node.failed(e)), Held::none()),
+        Err(_) => (
+            error_reply(id, &node.failed(Error::Timeout(budget))),
+            Held::none(),
+        ),
     }
 }
 
@@ -138,24 +184,36 @@ enum OpKind {
     },
 }
 
-fn read_options(get: &pb::Get, epoch: u64) -> ReadOptions<'_> {
+fn read_options<'a>(get: &'a pb::Get, epoch: u64, account: Option<&'a Account>) -> ReadOptions<'a> {
     ReadOptions {
         fallback: get.fallback,
         strict: get.consistency() == pb::Consistency::Strict,
         if_none_match: Some(get.if_none_match.as_str()).filter(|v| !v.is_empty()),
         epoch,
+        account,
     }
 }
 
-/// What to do with one op: answer it now, or run it as a task.
-async fn triage(node: &CacheNode, op: pb::Op) -> Result<pb::Reply, (u64, OpKind)> {
+/// What to do with one op: answer it now (a hit, with its value held against `account`, or
+/// an error), or run it as a task.
+async fn triage(
+    node: &CacheNode,
+    account: &Account,
+    op: pb::Op,
+    budget: Duration,
+) -> Result<(pb::Reply, Held), (u64, OpKind)> {
     let (id, epoch) = (op.id, op.epoch);
     match op.kind {
         Some(pb::op::Kind::Get(get)) => {
-            match node.lookup(&get.key, read_options(&get, epoch)).await {
-                Ok((Some(answer), _)) => Ok(answer_reply(id, answer)),
+            match node.lookup(&get.key, read_options(&get, epoch, None)).await {
+                Ok((Some(answer), _)) => {
+                    match hold_answer(account, &answer, Held::none(), budget).await {
+                        Ok(held) => Ok((answer_reply(id, answer), held)),
+                        Err(e) => Ok((error_reply(id, &node.failed(e)), Held::none())),
+                    }
+                }
                 Ok((None, hot)) => Err((id, OpKind::Load { get, hot, epoch })),
-                Err(e) => Ok(error_reply(id, &node.failed(e))),
+                Err(e) => Ok((error_reply(id, &node.failed(e)), Held::none())),
             }
         }
         Some(pb::op::Kind::Put(p)) => Err((
@@ -168,9 +226,9 @@ async fn triage(node: &CacheNode, op: pb::Op) -> Result<pb::Reply, (u64, OpKind)
             },
         )),
         Some(pb::op::Kind::Delete(d)) => Err((id, OpKind::Delete { key: d.key, epoch })),
-        None => Ok(error_reply(
-            id,
-            &Error::InvalidRequest("the op has no kind".into()),
+        None => Ok((
+            error_reply(id, &Error::InvalidRequest("the op has no kind".into())),
+            Held::none(),
         )),
     }
 }
@@ -188,22 +246,28 @@ fn check_batch(node: &CacheNode, batch: &pb::Batch) -> Result<(), Error> {
     Ok(())
 }
 
-/// Groups every reply that is ready into one message, up to the size limits.
-fn coalesce(rx: mpsc::Receiver<pb::Reply>) -> impl Stream<Item = Result<pb::BatchReply, Status>> {
-    futures::stream::unfold(rx, |mut rx| async move {
-        let first = rx.recv().await?;
+/// Groups every reply that is ready into one message, up to the size limits. A message's holds
+/// on the reply budget are released when the transport asks for the next message, which it
+/// does once it has taken this one.
+fn coalesce(
+    rx: mpsc::Receiver<(pb::Reply, Held)>,
+) -> impl Stream<Item = Result<pb::BatchReply, Status>> {
+    futures::stream::unfold((rx, Held::none()), |(mut rx, sent)| async move {
+        drop(sent);
+        let (first, mut held) = rx.recv().await?;
         let mut bytes = reply_bytes(&first);
         let mut replies = vec![first];
         while bytes < COALESCE_BYTES && replies.len() < COALESCE_REPLIES {
             match rx.try_recv() {
-                Ok(reply) => {
+                Ok((reply, more)) => {
                     bytes += reply_bytes(&reply);
                     replies.push(reply);
+                    held.absorb(more);
                 }
                 Err(_) => break,
             }
         }
-        Some((Ok(pb::BatchReply { replies }), rx))
+        Some((Ok(pb::BatchReply { replies }), (rx, held)))
     })
 }
 
@@ -214,6 +278,49 @@ fn reply_bytes(reply: &pb::Reply) -> usize {
     }
 }
 
+/// The value bytes an op carries in.
+fn put_bytes(op: &pb::Op) -> u64 {
+    match &op.kind {
+        Some(pb::op::Kind::Put(p)) => p.value.len() as u64,
+        _ => 0,
+    }
+}
+
+/// What a `Pipe` reader does next.
+enum Next {
+    Stop,
+    Ended,
+    Slot(tokio::sync::OwnedSemaphorePermit),
+    Batch(pb::Batch),
+}
+
+/// Starts one op of a `Pipe` stream in the slot `permit`: a hit or an error is answered here,
+/// anything else runs as a task. False when the stream's replies are no longer wanted.
+async fn start_op(
+    node: &CacheNode,
+    account: &Arc<Account>,
+    tx: &mpsc::Sender<(pb::Reply, Held)>,
+    op: pb::Op,
+    budget: Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> bool {
+    match triage(node, account, op, budget).await {
+        Ok(done) => {
+            drop(permit);
+            tx.send(done).await.is_ok()
+        }
+        Err((id, kind)) => {
+            let (node, tx, account) = (node.clone(), tx.clone(), Arc::clone(account));
+            tokio::spawn(async move {
+                let done = run_op(&node, &account, id, kind, budget).await;
+                let _ = tx.send(done).await;
+                drop(permit);
+            });
+            true
+        }
+    }
+}
+
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::BatchReply, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -221,14 +328,21 @@ impl pb::data_server::Data for DataService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Value>, Status> {
         let req = request.into_inner();
         let node = &self.node;
+        let account = node.reply_budget().call_account(self.max_reply_bytes());
         let opts = ReadOptions {
             fallback: req.fallback,
             epoch: req.epoch,
+            account: Some(&account),
             ..ReadOptions::default()
         };
+        let budget = node.op_budget(0);
+        // Held until the reply is handed to the transport.
+        let mut _held = Held::none();
         let result = async {
             node.check_app(&req.app)?;
-            node.get(&req.key, opts, node.op_budget(0)).await
+            let answer = node.get(&req.key, opts, budget).await?;
+            _held = hold_answer(&account, &answer, Held::none(), budget).await?;
+            Ok(answer)
         }
         .await;
         match result.map(answer_result) {
@@ -275,13 +389,16 @@ impl pb::data_server::Data for DataService {
             return Err(to_status(&e));
         }
         let budget = node.op_budget(batch.timeout_ms);
-        let replies = futures::future::join_all(batch.ops.into_iter().map(|op| async move {
-            match triage(node, op).await {
-                Ok(reply) => reply,
-                Err((id, kind)) => run_op(node, id, kind, budget).await,
+        // The whole reply is one message: its values share one message's worth of the budget.
+        let account = &node.reply_budget().call_account(self.max_reply_bytes());
+        let done = futures::future::join_all(batch.ops.into_iter().map(|op| async move {
+            match triage(node, account, op, budget).await {
+                Ok(done) => done,
+                Err((id, kind)) => run_op(node, account, id, kind, budget).await,
             }
         }))
         .await;
+        let (replies, _held): (Vec<_>, Vec<_>) = done.into_iter().unzip();
         Ok(Response::new(pb::BatchReply { replies }))
     }
 
@@ -295,25 +412,79 @@ impl pb::data_server::Data for DataService {
         let node = self.node.clone();
         let mut shutdown = self.shutdown.clone();
         let max_inflight = node.max_inflight_per_stream();
-        let (tx, rx) = mpsc::channel::<pb::Reply>(max_inflight);
+        let (tx, rx) = mpsc::channel::<(pb::Reply, Held)>(max_inflight);
+        let account = Arc::new(
+            node.reply_budget()
+                .stream_account(crate::budget::stream_cap(node.limits().max_value_bytes)),
+        );
         let permits = Arc::new(Semaphore::new(max_inflight));
+        // Ops read but not started yet, with their deadlines. The reader keeps reading the
+        // stream while every slot is busy, so that HTTP/2 frames never pile up unread (h2
+        // takes many small unread DATA frames for a flood, and closes the connection), and
+        // refuses ops beyond this queue instead.
+        let max_queued = max_inflight.saturating_mul(QUEUED_PER_SLOT);
+        let max_queued_bytes = crate::budget::stream_cap(node.limits().max_value_bytes);
         tokio::spawn(async move {
+            let mut queued: VecDeque<(pb::Op, Duration)> = VecDeque::new();
+            // Value bytes of the queued puts: past the stream's cap, the reader waits.
+            let mut queued_bytes = 0u64;
+            let mut reading = true;
             loop {
-                let batch = tokio::select! {
+                // Start what slots allow.
+                while !queued.is_empty() {
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        break;
+                    };
+                    let Some((op, budget)) = queued.pop_front() else {
+                        break;
+                    };
+                    queued_bytes -= put_bytes(&op);
+                    if !start_op(&node, &account, &tx, op, budget, permit).await {
+                        return;
+                    }
+                }
+                if !reading && queued.is_empty() {
+                    break;
+                }
+                let next = tokio::select! {
                     biased;
-                    _ = shutdown.wait_for(|stop| *stop) => break,
-                    msg = inbound.message() => match msg {
-                        Ok(Some(batch)) => batch,
-                        Ok(None) => break,
+                    _ = shutdown.wait_for(|stop| *stop) => Next::Stop,
+                    permit = Arc::clone(&permits).acquire_owned(), if !queued.is_empty() => {
+                        permit.map_or(Next::Stop, Next::Slot)
+                    }
+                    msg = inbound.message(), if reading && queued_bytes < max_queued_bytes => match msg {
+                        Ok(Some(batch)) => Next::Batch(batch),
+                        Ok(None) => Next::Ended,
                         Err(status) => {
                             tracing::debug!(%status, "pipe closed by the client");
-                            break;
+                            Next::Ended
                         }
                     },
                 };
+                let batch = match next {
+                    Next::Stop => break,
+                    Next::Ended => {
+                        reading = false;
+                        continue;
+                    }
+                    Next::Slot(permit) => {
+                        if let Some((op, budget)) = queued.pop_front() {
+                            queued_bytes -= put_bytes(&op);
+                            if !start_op(&node, &account, &tx, op, budget, permit).await {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    Next::Batch(batch) => batch,
+                };
                 if let Err(e) = check_batch(&node, &batch) {
                     for op in &batch.ops {
-                        if tx.send(error_reply(op.id, &e)).await.is_err() {
+                        if tx
+                            .send((error_reply(op.id, &e), Held::none()))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -321,24 +492,21 @@ impl pb::data_server::Data for DataService {
                 }
                 let budget = node.op_budget(batch.timeout_ms);
                 for op in batch.ops {
-                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    if queued.len() < max_queued {
+                        queued_bytes += put_bytes(&op);
+                        queued.push_back((op, budget));
+                        continue;
+                    }
+                    let refused = Error::Overloaded(format!(
+                        "more than {} ops of this stream are waiting",
+                        max_inflight + max_queued
+                    ));
+                    if tx
+                        .send((error_reply(op.id, &node.failed(refused)), Held::none()))
+                        .await
+                        .is_err()
+                    {
                         return;
-                    };
-                    match triage(&node, op).await {
-                        Ok(reply) => {
-                            drop(permit);
-                            if tx.send(reply).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err((id, kind)) => {
-                            let (node, tx) = (node.clone(), tx.clone());
-                            tokio::spawn(async move {
-                                let reply = run_op(&node, id, kind, budget).await;
-                                let _ = tx.send(reply).await;
-                                drop(permit);
-                            });
-                        }
                     }
                 }
             }
@@ -508,6 +676,15 @@ impl pb::peer_server::Peer for PeerService {
         let mut reply = pb::HandoffReply::default();
         while let Some(batch) = inbound.message().await? {
             self.node.check_app(&batch.app).map_err(|e| to_status(&e))?;
+            // The batch's values count against the budget until they are cached.
+            let bytes = batch.entries.iter().map(|e| e.value.len() as u64).sum();
+            let _held = self
+                .node
+                .reply_budget()
+                .node_account()
+                .hold(bytes, self.node.op_budget(0))
+                .await
+                .map_err(|e| to_status(&e))?;
             let (accepted, refused) = self
                 .node
                 .accept_handoff(batch.epoch, batch.sealed, batch.entries)
@@ -524,12 +701,22 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<pb::PeekReply>, Status> {
         let req = request.into_inner();
         self.node.check_app(&req.app).map_err(|e| to_status(&e))?;
+        let mut _held = Held::none();
         let reply = match self.node.departed(&req.key, req.epoch) {
-            Some(entry) => pb::PeekReply {
-                found: true,
-                value: entry.value,
-                version: entry.version.as_str().to_owned(),
-            },
+            Some(entry) => {
+                _held = self
+                    .node
+                    .reply_budget()
+                    .node_account()
+                    .hold(entry.size(), self.node.op_budget(0))
+                    .await
+                    .map_err(|e| to_status(&e))?;
+                pb::PeekReply {
+                    found: true,
+                    value: entry.value,
+                    version: entry.version.as_str().to_owned(),
+                }
+            }
             None => pb::PeekReply::default(),
         };
         Ok(Response::new(reply))

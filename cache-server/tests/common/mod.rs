@@ -43,7 +43,10 @@ impl Server {
             .args(["--listen", listen])
             .args(args)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CACHELET_TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -74,8 +77,34 @@ impl Server {
             }
         };
         // Keep draining its log, so that the server never blocks on a full pipe.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
+        std::thread::spawn(move || {
+            while let Ok(line) = rx.recv() {
+                if std::env::var_os("CACHELET_TEST_SERVER_LOG").is_some() {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
         Ok(Self { addr, child })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process's resident set now and at its peak, in bytes (`VmRSS`, `VmHWM`).
+    pub fn rss(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read the server's /proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .unwrap_or_else(|| panic!("no {name} in /proc status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// Sends SIGTERM and waits for a clean exit.
