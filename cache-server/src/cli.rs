@@ -55,6 +55,16 @@ pub struct Args {
     /// requests carry epochs too.
     #[arg(long, default_value_t = 1000)]
     pub gossip_interval_ms: u64,
+    /// Closes a connection that sends nothing for this many milliseconds. The node pings
+    /// quiet connections every third of this, and live clients answer, so only dead or
+    /// silent peers are closed. New connections must send their first bytes within
+    /// min(10 s, this).
+    #[arg(long, default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// The most connections open at once; at the cap the node stops accepting until one
+    /// closes (default: the soft fd limit less 128).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Switches epoch fencing off. Unsafe: only for checking that the checker catches stale
     /// reads.
     #[arg(long, hide = true)]
@@ -90,7 +100,12 @@ where
         .prewarm_fraction(args.prewarm_fraction)
         .gossip_interval(Duration::from_millis(args.gossip_interval_ms.max(1)))
         .fencing(!args.unfenced)
-        .build()?;
+        .idle_timeout(Duration::from_millis(args.idle_timeout_ms));
+    let node = match args.max_connections {
+        Some(n) => node.max_connections(n),
+        None => node,
+    }
+    .build()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = args.metrics.map(|addr| {
         let node = node.clone();

@@ -16,6 +16,8 @@
 //! - `advice`: scaling advice from every member's counters.
 //! - [`service`]: the tonic `Data`, `Admin` and `Peer` services, and the `Pipe` stream's tasks.
 //! - [`serve`](mod@serve): [`CacheNode::serve`] on a bound listener with a shutdown future.
+//! - [`connections`]: bounds on connections: the accept loop with its cap below the fd
+//!   limit, [`connections::IdleIo`] (idle and preface deadlines), and the HTTP/2 settings.
 //! - [`wire`]: request errors as gRPC statuses with a machine-readable detail.
 //! - [`store`]: opening a blob store from a URL; [`store::InstrumentedStore`] for tests.
 //! - [`metrics`]: the counters in Prometheus text format.
@@ -50,6 +52,7 @@
 mod advice;
 pub mod cli;
 pub mod cluster;
+pub mod connections;
 mod epochs;
 pub mod error;
 pub mod metrics;

@@ -6,7 +6,6 @@ use cache_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::node::CacheNode;
 use crate::service::{AdminService, DataService, PeerService};
@@ -105,10 +104,11 @@ impl CacheNode {
             let _ = stop_tx.send(true);
         };
         tracing::info!(addr = %local, app = self.app(), "serving");
-        // Replies are small and latency-bound: send them without Nagle's delay. (The builder's
-        // `tcp_nodelay` applies only to listeners that tonic binds itself.)
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serving = Server::builder()
+        // Accepted under the connection cap, each with idle deadlines (and without Nagle's
+        // delay: tonic's `tcp_nodelay` applies only to listeners that it binds itself).
+        let limits = &self.inner.connections;
+        let incoming = crate::connections::incoming(listener, limits);
+        let serving = crate::connections::tune(Server::builder(), limits)
             .http2_adaptive_window(Some(true))
             .add_service(data)
             .add_service(admin)
