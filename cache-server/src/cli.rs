@@ -57,10 +57,13 @@ pub struct Args {
     pub gossip_interval_ms: u64,
     /// Closes a connection that sends nothing for this many milliseconds. The node pings
     /// quiet connections every third of this, and live clients answer, so only dead or
-    /// silent peers are closed. New connections must send their first bytes within
-    /// min(10 s, this).
+    /// silent peers are closed.
     #[arg(long, default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
+    /// A new connection must send its first bytes (the HTTP/2 preface) within this many
+    /// milliseconds, or the idle timeout if that is shorter.
+    #[arg(long, default_value_t = 10_000)]
+    pub preface_timeout_ms: u64,
     /// The most connections open at once; at the cap the node stops accepting until one
     /// closes (default: the soft fd limit less 128).
     #[arg(long)]
@@ -100,7 +103,8 @@ where
         .prewarm_fraction(args.prewarm_fraction)
         .gossip_interval(Duration::from_millis(args.gossip_interval_ms.max(1)))
         .fencing(!args.unfenced)
-        .idle_timeout(Duration::from_millis(args.idle_timeout_ms));
+        .idle_timeout(Duration::from_millis(args.idle_timeout_ms))
+        .preface_timeout(Duration::from_millis(args.preface_timeout_ms));
     let node = match args.max_connections {
         Some(n) => node.max_connections(n),
         None => node,
