@@ -486,7 +486,7 @@ impl CacheNode {
             Ok(())
         } else {
             Err(Error::UnknownApp {
-                got: app.to_owned(),
+                got: cache_core::error::echo(app),
                 serves: self.inner.app.clone(),
             })
         }
@@ -838,8 +838,7 @@ impl CacheNode {
                     .counters
                     .store_errors
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %other, "blob store call failed");
-                Error::StoreUnavailable(other.to_string())
+                crate::store::request_error(&other)
             }
         }
     }
