@@ -457,7 +457,9 @@ mod tests {
     }
 
     /// Accepts one connection through [`incoming`] and echoes what it reads until it fails.
-    async fn echo_server(limits: ConnLimits) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    async fn echo_server(
+        limits: ConnLimits,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
         use futures::StreamExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -521,7 +523,10 @@ mod tests {
         let mut second = TcpStream::connect(addr).await.unwrap();
         second.write_all(b"b").await.unwrap();
         let echo = tokio::time::timeout(Duration::from_millis(300), second.read_exact(&mut buf));
-        assert!(echo.await.is_err(), "a connection beyond the cap was served");
+        assert!(
+            echo.await.is_err(),
+            "a connection beyond the cap was served"
+        );
         // Closing the first frees its slot; the second is then served.
         drop(first);
         tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut buf))

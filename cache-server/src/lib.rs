@@ -15,6 +15,9 @@
 //! - `prewarm`: hot-key manifests and pre-warming after scale-to-zero.
 //! - `advice`: scaling advice from every member's counters.
 //! - [`service`]: the tonic `Data`, `Admin` and `Peer` services, and the `Pipe` stream's tasks.
+//! - `streams`: what a stream refuses: op ids already in progress, and the one status a
+//!   `Pipe` ends with after a message too large, malformed, for another app, or with too
+//!   many ops.
 //! - [`serve`](mod@serve): [`CacheNode::serve`] on a bound listener with a shutdown future.
 //! - [`connections`]: bounds on connections: the accept loop with its cap below the fd
 //!   limit, [`connections::IdleIo`] (idle and preface deadlines), and the HTTP/2 settings.
@@ -63,6 +66,7 @@ mod scale_state;
 pub mod serve;
 pub mod service;
 pub mod store;
+mod streams;
 pub mod wire;
 
 pub use error::{Error, Result};

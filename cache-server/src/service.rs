@@ -17,10 +17,11 @@ use std::time::Duration;
 use cache_core::Error;
 use cache_proto::v1 as pb;
 use futures::Stream;
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::node::{Answer, CacheNode, ReadOptions};
+use crate::streams::{self, OpIds};
 use crate::wire::{to_status, to_wire};
 
 /// A reply message is closed once it holds this many value bytes.
@@ -275,10 +276,17 @@ impl pb::data_server::Data for DataService {
             return Err(to_status(&e));
         }
         let budget = node.op_budget(batch.timeout_ms);
-        let replies = futures::future::join_all(batch.ops.into_iter().map(|op| async move {
-            match triage(node, op).await {
-                Ok(reply) => reply,
-                Err((id, kind)) => run_op(node, id, kind, budget).await,
+        let ids = Arc::new(OpIds::default());
+        let replies = futures::future::join_all(batch.ops.into_iter().map(|op| {
+            let claim = ids.claim(op.id);
+            async move {
+                let Some(_claim) = claim else {
+                    return streams::duplicate_id(op.id);
+                };
+                match triage(node, op).await {
+                    Ok(reply) => reply,
+                    Err((id, kind)) => run_op(node, id, kind, budget).await,
+                }
             }
         }))
         .await;
@@ -297,36 +305,42 @@ impl pb::data_server::Data for DataService {
         let max_inflight = node.max_inflight_per_stream();
         let (tx, rx) = mpsc::channel::<pb::Reply>(max_inflight);
         let permits = Arc::new(Semaphore::new(max_inflight));
+        // The status the reply stream ends with, after the ops in progress (see `streams`).
+        let (end_tx, end_rx) = oneshot::channel();
+        let ids = Arc::new(OpIds::default());
         tokio::spawn(async move {
-            loop {
+            let end = loop {
                 let batch = tokio::select! {
                     biased;
-                    _ = shutdown.wait_for(|stop| *stop) => break,
+                    _ = shutdown.wait_for(|stop| *stop) => break None,
                     msg = inbound.message() => match msg {
                         Ok(Some(batch)) => batch,
-                        Ok(None) => break,
+                        Ok(None) => break None,
                         Err(status) => {
                             tracing::debug!(%status, "pipe closed by the client");
-                            break;
+                            break streams::inbound_failed(&status);
                         }
                     },
                 };
+                // A batch refused whole ends the stream with one status, not one per op.
                 if let Err(e) = check_batch(&node, &batch) {
-                    for op in &batch.ops {
-                        if tx.send(error_reply(op.id, &e)).await.is_err() {
-                            return;
-                        }
-                    }
-                    continue;
+                    break Some(to_status(&e));
                 }
                 let budget = node.op_budget(batch.timeout_ms);
                 for op in batch.ops {
                     let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                         return;
                     };
+                    let Some(claim) = ids.claim(op.id) else {
+                        drop(permit);
+                        if tx.send(streams::duplicate_id(op.id)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    };
                     match triage(&node, op).await {
                         Ok(reply) => {
-                            drop(permit);
+                            drop((claim, permit));
                             if tx.send(reply).await.is_err() {
                                 return;
                             }
@@ -335,15 +349,22 @@ impl pb::data_server::Data for DataService {
                             let (node, tx) = (node.clone(), tx.clone());
                             tokio::spawn(async move {
                                 let reply = run_op(&node, id, kind, budget).await;
+                                drop(claim);
                                 let _ = tx.send(reply).await;
                                 drop(permit);
                             });
                         }
                     }
                 }
+            };
+            if let Some(status) = end {
+                let _ = end_tx.send(status);
             }
         });
-        Ok(Response::new(Box::pin(coalesce(rx))))
+        Ok(Response::new(Box::pin(streams::then_end(
+            coalesce(rx),
+            end_rx,
+        ))))
     }
 
     type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Invalidations, Status>> + Send>>;

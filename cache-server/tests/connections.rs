@@ -166,7 +166,10 @@ async fn idle_connections_are_closed_and_new_clients_served_at_an_fd_limit_of_10
         held.len()
     );
     assert_eq!(held.len(), FLOOD, "every idle connection got through");
-    assert!(peak >= NODE_CAP, "the node reached its cap: peak {peak} fds");
+    assert!(
+        peak >= NODE_CAP,
+        "the node reached its cap: peak {peak} fds"
+    );
     assert!(peak < NODE_FD_LIMIT as usize, "peak {peak} fds");
 
     // The node closes them: its fds fall back while this side still holds every socket.
