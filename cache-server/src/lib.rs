@@ -27,6 +27,8 @@
 //! - [`cli`]: the `cache-server` command line.
 //! - [`cluster`]: [`cluster::LocalCluster`], nodes in this process on ephemeral ports.
 //! - [`error`]: the crate's [`Error`].
+//! - `fuzz` (hidden): the entry point that the proptest harness and the `cargo fuzz` target
+//!   drive: inputs fed to one node's `Data` and `Peer` services, and the checks on replies.
 //!
 //! A get flows: `service` (decode, check app) → [`CacheNode`] `lookup` (validate key; check
 //! the request's epoch and the owner; a settled key's cache hit?) → on a miss `load` (adopt a
@@ -58,6 +60,8 @@ pub mod cluster;
 pub mod connections;
 mod epochs;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod metrics;
 pub mod node;
 mod prewarm;

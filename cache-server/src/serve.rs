@@ -12,7 +12,7 @@ use crate::service::{AdminService, DataService, PeerService};
 
 /// Room in a message beyond one maximal value: keys, versions, and the coalesced replies
 /// that share the message (at most 1 MiB of values).
-const MESSAGE_SLACK: usize = 2 << 20;
+pub(crate) const MESSAGE_SLACK: usize = 2 << 20;
 
 impl CacheNode {
     /// Serves the data and admin services on `listener` until `shutdown` completes, then
