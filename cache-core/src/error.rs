@@ -82,21 +82,6 @@ impl Error {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clip_cuts_at_a_character_boundary() {
-        let long = "é".repeat(MAX_ECHO_BYTES);
-        let cut = echo(&long);
-        assert!(cut.ends_with('…'));
-        assert!(cut.len() <= MAX_ECHO_BYTES + '…'.len_utf8());
-        assert_eq!(clip("abc", 3), "abc");
-        assert_eq!(clip("abcd", 3), "abc…");
-    }
-}
-
 /// The longest piece of a caller's input (a key, an app name, an address) that an error text
 /// repeats, in bytes.
 pub const MAX_ECHO_BYTES: usize = 128;
@@ -129,3 +114,18 @@ pub fn clip(text: &str, max: usize) -> String {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_cuts_at_a_character_boundary() {
+        let long = "é".repeat(MAX_ECHO_BYTES);
+        let cut = echo(&long);
+        assert!(cut.ends_with('…'));
+        assert!(cut.len() <= MAX_ECHO_BYTES + '…'.len_utf8());
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc…");
+    }
+}

@@ -7,9 +7,6 @@ use tonic::codec::{BufferSettings, DecodeBuf};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-/// The longest decode-error text passed on, in bytes.
-const MAX_ERROR_TEXT: usize = 128;
-
 /// A prost codec whose decode errors are `INVALID_ARGUMENT`. The generated clients and
 /// servers use it.
 #[derive(Debug, Clone)]
@@ -50,38 +47,13 @@ impl<U: prost::Message + Default> tonic::codec::Decoder for Decoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|status| match status.code() {
-            Code::Internal => Status::invalid_argument(clip(status.message())),
+            // prost's text names fields of the schema and the fault, never the input's bytes.
+            Code::Internal => Status::invalid_argument(status.message()),
             _ => status,
         })
     }
 
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
-    }
-}
-
-/// `text`, cut to at most [`MAX_ERROR_TEXT`] bytes at a character boundary.
-fn clip(text: &str) -> String {
-    if text.len() <= MAX_ERROR_TEXT {
-        return text.to_owned();
-    }
-    let mut end = MAX_ERROR_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clip_cuts_at_a_char_boundary() {
-        let long = "é".repeat(100);
-        let cut = clip(&long);
-        assert!(cut.len() <= MAX_ERROR_TEXT + "…".len());
-        assert!(cut.ends_with('…'));
-        assert_eq!(clip("short"), "short");
     }
 }
