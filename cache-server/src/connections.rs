@@ -16,7 +16,7 @@
 //!   read nothing for that long, so a healthy client, even one that only holds a long-lived
 //!   `Pipe` or `Watch` stream open, answers and stays connected. A peer that never sent the
 //!   preface, stopped answering, or vanished without a FIN is closed after the timeout.
-//! - **The cap.** At most [`ConnLimits::max_connections`] connections are open. By default it
+//! - **The cap.** At most [`CacheNodeBuilder::max_connections`] connections are open. By default it
 //!   is the process's soft limit on open files (`RLIMIT_NOFILE`) less [`FD_RESERVE`], which is
 //!   left for the blob store's connections, files and the node's own sockets. At the cap the
 //!   node stops accepting until a connection closes: new clients wait in the kernel's listen
