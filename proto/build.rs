@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile([proto], ["."])?;
     tonic_prost_build::configure()
         .bytes(".")
+        // Malformed messages are the caller's error: INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::Codec")
         .type_attribute(
             ".cachelet.v1.NodeStats",
             "#[derive(serde::Serialize, serde::Deserialize)]",

@@ -62,7 +62,7 @@ fn lock(w: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
     w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn fail_all(waiting: &Mutex<Waiting>, closed: &AtomicBool, why: &str) {
+fn fail_all(waiting: &Mutex<Waiting>, closed: &AtomicBool, why: Error) {
     closed.store(true, Ordering::Release);
     let slots = {
         let mut w = lock(waiting);
@@ -70,7 +70,18 @@ fn fail_all(waiting: &Mutex<Waiting>, closed: &AtomicBool, why: &str) {
         std::mem::take(&mut w.slots)
     };
     for (_, slot) in slots {
-        let _ = slot.send(Err(Error::Unavailable(why.to_owned())));
+        let _ = slot.send(Err(why.clone()));
+    }
+}
+
+/// The error for the ops still waiting when a pipe ends with `status`: the node's own error
+/// when the status carries one (a message it refused: too large, malformed, another app),
+/// else `Unavailable`, which the caller may retry on a new stream.
+fn ended_with(addr: &str, status: &tonic::Status) -> Error {
+    use prost::Message;
+    match pb::Error::decode(status.details()) {
+        Ok(detail) if detail.code() != pb::ErrorCode::Unspecified => Error::from_wire(detail),
+        _ => Error::Unavailable(format!("{addr}: {}", status.message())),
     }
 }
 
@@ -254,12 +265,12 @@ impl NodeConn {
                             }
                         }
                     }
-                    Ok(None) => break format!("{addr} closed the stream"),
-                    Err(status) => break format!("{addr}: {}", status.message()),
+                    Ok(None) => break Error::Unavailable(format!("{addr} closed the stream")),
+                    Err(status) => break ended_with(&addr, &status),
                 }
             };
             tracing::debug!(reason = %why, "pipe ended");
-            fail_all(&reader_waiting, &reader_closed, &why);
+            fail_all(&reader_waiting, &reader_closed, why);
         });
 
         let writer_waiting = Arc::clone(&waiting);
@@ -316,7 +327,11 @@ async fn writer(
             ops,
         };
         if batch_tx.send(batch).await.is_err() {
-            fail_all(&waiting, &closed, "stream closed");
+            fail_all(
+                &waiting,
+                &closed,
+                Error::Unavailable("stream closed".into()),
+            );
             return;
         }
     }

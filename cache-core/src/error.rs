@@ -19,7 +19,8 @@ pub enum Error {
         /// The configured limit in bytes.
         max: u64,
     },
-    /// The request names an application this node does not serve.
+    /// The request names an application this node does not serve. Build it with
+    /// [`echo`] applied to what the caller sent.
     #[error("unknown app {got:?}: this node serves {serves:?}")]
     UnknownApp {
         /// The app the request named.
@@ -41,9 +42,13 @@ pub enum Error {
         /// The node's members at that epoch.
         members: Vec<String>,
     },
-    /// The blob store failed or could not be reached.
+    /// The blob store failed or could not be reached; a later try may succeed.
     #[error("blob store unavailable: {0}")]
     StoreUnavailable(String),
+    /// The blob store refused the operation in a way that retrying cannot fix (a key whose
+    /// parent is a file, a path the store cannot hold, no permission).
+    #[error("blob store refused the operation: {0}")]
+    StoreRejected(String),
     /// The operation's deadline passed.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
@@ -77,5 +82,50 @@ impl Error {
     }
 }
 
+/// The longest piece of a caller's input (a key, an app name, an address) that an error text
+/// repeats, in bytes.
+pub const MAX_ECHO_BYTES: usize = 128;
+
+/// `input` as an error text may repeat it: at most [`MAX_ECHO_BYTES`], cut at a character
+/// boundary and marked with `…` when cut. Every error that echoes input goes through this, so
+/// that a reply never grows with what the caller sent.
+///
+/// # Examples
+/// ```
+/// use cache_core::error::{MAX_ECHO_BYTES, echo};
+/// assert_eq!(echo("thumbnails"), "thumbnails");
+/// assert!(echo(&"x".repeat(10_000)).len() <= MAX_ECHO_BYTES + '…'.len_utf8());
+/// ```
+pub fn echo(input: &str) -> String {
+    clip(input, MAX_ECHO_BYTES)
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_cuts_at_a_character_boundary() {
+        let long = "é".repeat(MAX_ECHO_BYTES);
+        let cut = echo(&long);
+        assert!(cut.ends_with('…'));
+        assert!(cut.len() <= MAX_ECHO_BYTES + '…'.len_utf8());
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc…");
+    }
+}

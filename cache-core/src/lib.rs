@@ -33,6 +33,8 @@ pub mod version;
 
 pub use entries::{Entry, EntryStats, EntryStore, Lookup};
 pub use error::{Error, Result};
-pub use limits::{DEFAULT_MAX_VALUE_BYTES, Limits, MAX_KEY_BYTES, RESERVED_PREFIX, validate_key};
+pub use limits::{
+    DEFAULT_MAX_VALUE_BYTES, Limits, MAX_KEY_BYTES, RESERVED_KEY, RESERVED_PREFIX, validate_key,
+};
 pub use ring::{Membership, SharedMembership, VNODES, key_hash};
 pub use version::Version;

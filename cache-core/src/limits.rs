@@ -4,7 +4,7 @@
 //! key `a/b.json` is the blob `a/b.json`. To keep one blob from having two cache entries under
 //! two spellings, keys must be in canonical form.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, echo};
 
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -14,6 +14,10 @@ pub const DEFAULT_MAX_VALUE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The prefix reserved for cachelet's own objects in the store; never served as user data.
 pub const RESERVED_PREFIX: &str = "_cachelet/";
+
+/// The key reserved as the directory of cachelet's own objects: [`RESERVED_PREFIX`] without
+/// its slash. A blob by that name would stand where the directory must be, in a file store.
+pub const RESERVED_KEY: &str = "_cachelet";
 
 /// Size limits that a node enforces on every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +66,7 @@ impl Limits {
 /// - is a valid object path: `/`-separated segments, none empty, none `.` or `..`, and no ASCII
 ///   control characters;
 /// - has no leading or trailing `/` (the canonical spelling of the path);
-/// - does not start with [`RESERVED_PREFIX`].
+/// - is not [`RESERVED_KEY`] and does not start with [`RESERVED_PREFIX`].
 ///
 /// # Errors
 /// [`Error::InvalidKey`] with the reason.
@@ -88,6 +92,9 @@ pub fn validate_key(key: &str) -> Result<()> {
     if key.starts_with('/') || key.ends_with('/') {
         return invalid("the key starts or ends with '/'".into());
     }
+    if key == RESERVED_KEY {
+        return invalid(format!("the key {RESERVED_KEY:?} is reserved"));
+    }
     if key.starts_with(RESERVED_PREFIX) {
         return invalid(format!("the prefix {RESERVED_PREFIX:?} is reserved"));
     }
@@ -96,11 +103,12 @@ pub fn validate_key(key: &str) -> Result<()> {
     for segment in key.split('/') {
         if segment.is_empty() {
             return invalid(format!(
-                "not a valid object path: {key:?} contains an empty path segment"
+                "not a valid object path: {:?} contains an empty path segment",
+                echo(key)
             ));
         }
         if let Err(e) = object_store::path::PathPart::parse(segment) {
-            return invalid(format!("not a valid object path: {e}"));
+            return invalid(format!("not a valid object path: {}", echo(&e.to_string())));
         }
     }
     Ok(())
@@ -135,6 +143,7 @@ mod tests {
             ("a\u{0}b", "object path"),
             ("a\nb", "object path"),
             ("_cachelet/prewarm/x", "reserved"),
+            ("_cachelet", "reserved"),
         ];
         for (key, why) in cases {
             match validate_key(key) {
@@ -144,6 +153,28 @@ mod tests {
                 other => panic!("{key:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn only_the_reserved_name_itself_is_reserved() {
+        for key in ["_cachelet_x", "_cachelets", "a/_cachelet", "x_cachelet"] {
+            validate_key(key).unwrap();
+        }
+        assert!(validate_key(RESERVED_KEY).is_err());
+    }
+
+    #[test]
+    fn reasons_never_repeat_a_long_key() {
+        let key = format!("{}//b", "k".repeat(MAX_KEY_BYTES - 4));
+        let Err(Error::InvalidKey { reason }) = validate_key(&key) else {
+            panic!("accepted {key:?}");
+        };
+        assert!(reason.len() < 256, "{} bytes: {reason}", reason.len());
+        let key = format!("{}\u{1}", "k".repeat(MAX_KEY_BYTES - 1));
+        let Err(Error::InvalidKey { reason }) = validate_key(&key) else {
+            panic!("accepted {key:?}");
+        };
+        assert!(reason.len() < 256, "{} bytes: {reason}", reason.len());
     }
 
     #[test]

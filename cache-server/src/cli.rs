@@ -60,6 +60,19 @@ pub struct Args {
     /// requests carry epochs too.
     #[arg(long, default_value_t = 1000)]
     pub gossip_interval_ms: u64,
+    /// Closes a connection that sends nothing for this many milliseconds. The node pings
+    /// quiet connections every third of this, and live clients answer, so only dead or
+    /// silent peers are closed.
+    #[arg(long, default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// A new connection must send its first bytes (the HTTP/2 preface) within this many
+    /// milliseconds, or the idle timeout if that is shorter.
+    #[arg(long, default_value_t = 10_000)]
+    pub preface_timeout_ms: u64,
+    /// The most connections open at once; at the cap the node stops accepting until one
+    /// closes (default: the soft fd limit less 128).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Switches epoch fencing off. Unsafe: only for checking that the checker catches stale
     /// reads.
     #[arg(long, hide = true)]
@@ -99,7 +112,13 @@ where
         .prewarm_fraction(args.prewarm_fraction)
         .gossip_interval(Duration::from_millis(args.gossip_interval_ms.max(1)))
         .fencing(!args.unfenced)
-        .build()?;
+        .idle_timeout(Duration::from_millis(args.idle_timeout_ms))
+        .preface_timeout(Duration::from_millis(args.preface_timeout_ms));
+    let node = match args.max_connections {
+        Some(n) => node.max_connections(n),
+        None => node,
+    }
+    .build()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = args.metrics.map(|addr| {
         let node = node.clone();

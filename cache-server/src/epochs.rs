@@ -229,7 +229,7 @@ impl Epochs {
         let bytes = tokio::time::timeout(self.store_call_timeout(), read)
             .await
             .map_err(|_| Error::StoreUnavailable("reading an epoch record timed out".into()))?
-            .map_err(|e| Error::StoreUnavailable(e.to_string()))?;
+            .map_err(|e| crate::store::request_error(&e))?;
         let Some(bytes) = bytes else {
             return Ok(None);
         };
@@ -256,7 +256,7 @@ impl Epochs {
         match head {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(Error::StoreUnavailable(e.to_string())),
+            Err(e) => Err(crate::store::request_error(&e)),
         }
     }
 
@@ -367,10 +367,10 @@ impl Epochs {
                 self.store
                     .put(&path, payload)
                     .await
-                    .map_err(|e| Error::StoreUnavailable(e.to_string()))?;
+                    .map_err(|e| crate::store::request_error(&e))?;
                 Ok(true)
             }
-            Err(e) => Err(Error::StoreUnavailable(e.to_string())),
+            Err(e) => Err(crate::store::request_error(&e)),
         }
     }
 

@@ -17,13 +17,20 @@
 //! - [`budget`]: the reply budget, which bounds the value bytes a node holds for replies the
 //!   transport has not taken, uncached store reads, and handoff.
 //! - [`service`]: the tonic `Data`, `Admin` and `Peer` services, and the `Pipe` stream's tasks.
+//! - `streams`: what a stream refuses: op ids already in progress, and the one status a
+//!   `Pipe` ends with after a message too large, malformed, for another app, or with too
+//!   many ops.
 //! - [`serve`](mod@serve): [`CacheNode::serve`] on a bound listener with a shutdown future.
+//! - [`connections`]: bounds on connections: the accept loop with its cap below the fd
+//!   limit, [`connections::IdleIo`] (idle and preface deadlines), and the HTTP/2 settings.
 //! - [`wire`]: request errors as gRPC statuses with a machine-readable detail.
 //! - [`store`]: opening a blob store from a URL; [`store::InstrumentedStore`] for tests.
 //! - [`metrics`]: the counters in Prometheus text format.
 //! - [`cli`]: the `cache-server` command line.
 //! - [`cluster`]: [`cluster::LocalCluster`], nodes in this process on ephemeral ports.
 //! - [`error`]: the crate's [`Error`].
+//! - `fuzz` (hidden): the entry point that the proptest harness and the `cargo fuzz` target
+//!   drive: inputs fed to one node's `Data` and `Peer` services, and the checks on replies.
 //!
 //! A get flows: `service` (decode, check app) → [`CacheNode`] `lookup` (validate key; check
 //! the request's epoch and the owner; a settled key's cache hit?) → on a miss `load` (adopt a
@@ -53,8 +60,11 @@ mod advice;
 pub mod budget;
 pub mod cli;
 pub mod cluster;
+pub mod connections;
 mod epochs;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod metrics;
 pub mod node;
 mod prewarm;
@@ -63,6 +73,7 @@ mod scale_state;
 pub mod serve;
 pub mod service;
 pub mod store;
+mod streams;
 pub mod wire;
 
 pub use error::{Error, Result};

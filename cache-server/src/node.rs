@@ -66,6 +66,7 @@ pub struct CacheNodeBuilder {
     op_timeout: Duration,
     max_inflight_per_stream: usize,
     max_batch_ops: usize,
+    pub(crate) connections: crate::connections::ConnLimits,
     hot_threshold: u32,
     fencing: bool,
     reply_budget_bytes: Option<u64>,
@@ -85,6 +86,7 @@ impl Default for CacheNodeBuilder {
             op_timeout: Duration::from_secs(5),
             max_inflight_per_stream: 1024,
             max_batch_ops: 4096,
+            connections: Default::default(),
             hot_threshold: DEFAULT_HOT_THRESHOLD,
             fencing: true,
             reply_budget_bytes: None,
@@ -302,6 +304,7 @@ impl CacheNodeBuilder {
                 op_timeout: self.op_timeout,
                 max_inflight_per_stream: self.max_inflight_per_stream,
                 max_batch_ops: self.max_batch_ops,
+                connections: self.connections,
                 counters: Counters::default(),
                 shutting_down: AtomicBool::new(false),
                 sketch: FrequencySketch::new(SKETCH_WIDTH),
@@ -366,6 +369,7 @@ pub(crate) struct Inner {
     op_timeout: Duration,
     max_inflight_per_stream: usize,
     max_batch_ops: usize,
+    pub(crate) connections: crate::connections::ConnLimits,
     counters: Counters,
     shutting_down: AtomicBool,
     pub(crate) sketch: FrequencySketch,
@@ -508,7 +512,7 @@ impl CacheNode {
             Ok(())
         } else {
             Err(Error::UnknownApp {
-                got: app.to_owned(),
+                got: cache_core::error::echo(app),
                 serves: self.inner.app.clone(),
             })
         }
@@ -876,8 +880,7 @@ impl CacheNode {
                     .counters
                     .store_errors
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %other, "blob store call failed");
-                Error::StoreUnavailable(other.to_string())
+                crate::store::request_error(&other)
             }
         }
     }

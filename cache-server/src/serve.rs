@@ -6,14 +6,18 @@ use cache_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::node::CacheNode;
 use crate::service::{AdminService, DataService, PeerService};
 
 /// Room in a message beyond one maximal value: keys, versions, and the coalesced replies
 /// that share the message (at most 1 MiB of values).
-const MESSAGE_SLACK: usize = 2 << 20;
+pub(crate) const MESSAGE_SLACK: usize = 2 << 20;
+
+/// The HTTP/2 flow-control window of a connection, in bytes.
+const CONNECTION_WINDOW: u32 = 4 << 20;
+/// The HTTP/2 flow-control window of a stream, in bytes.
+const STREAM_WINDOW: u32 = 1 << 20;
 
 impl CacheNode {
     /// Serves the data and admin services on `listener` until `shutdown` completes, then
@@ -105,11 +109,17 @@ impl CacheNode {
             let _ = stop_tx.send(true);
         };
         tracing::info!(addr = %local, app = self.app(), "serving");
-        // Replies are small and latency-bound: send them without Nagle's delay. (The builder's
-        // `tcp_nodelay` applies only to listeners that tonic binds itself.)
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serving = Server::builder()
-            .http2_adaptive_window(Some(true))
+        // Accepted under the connection cap, each with idle deadlines (and without Nagle's
+        // delay: tonic's `tcp_nodelay` applies only to listeners that it binds itself).
+        let limits = &self.inner.connections;
+        let incoming = crate::connections::incoming(listener, limits);
+        let serving = crate::connections::tune(Server::builder(), limits)
+            // Fixed flow-control windows rather than adaptive ones: h2 closes a connection
+            // whose unread small DATA frames pass a budget of half the connection window, and
+            // clients send many small batches. 4 MiB per connection (a 2 MiB budget, about
+            // 13,000 small frames) and 1 MiB per stream bound what a client can push unread.
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
+            .initial_stream_window_size(Some(STREAM_WINDOW))
             .add_service(data)
             .add_service(admin)
             .add_service(peer)

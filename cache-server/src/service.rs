@@ -18,11 +18,12 @@ use std::time::Duration;
 use cache_core::Error;
 use cache_proto::v1 as pb;
 use futures::Stream;
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::budget::{Account, Held};
 use crate::node::{Answer, CacheNode, ReadOptions};
+use crate::streams::{self, OpIds};
 use crate::wire::{to_status, to_wire};
 
 /// A reply message is closed once it holds this many value bytes.
@@ -289,7 +290,7 @@ fn put_bytes(op: &pb::Op) -> u64 {
 /// What a `Pipe` reader does next.
 enum Next {
     Stop,
-    Ended,
+    Ended(Option<Status>),
     Slot(tokio::sync::OwnedSemaphorePermit),
     Batch(pb::Batch),
 }
@@ -300,25 +301,33 @@ async fn start_op(
     node: &CacheNode,
     account: &Arc<Account>,
     tx: &mpsc::Sender<(pb::Reply, Held)>,
-    op: pb::Op,
-    budget: Duration,
+    next: Queued,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> bool {
+    let Queued { op, budget, claim } = next;
     match triage(node, account, op, budget).await {
         Ok(done) => {
-            drop(permit);
+            drop((claim, permit));
             tx.send(done).await.is_ok()
         }
         Err((id, kind)) => {
             let (node, tx, account) = (node.clone(), tx.clone(), Arc::clone(account));
             tokio::spawn(async move {
                 let done = run_op(&node, &account, id, kind, budget).await;
+                drop(claim);
                 let _ = tx.send(done).await;
                 drop(permit);
             });
             true
         }
     }
+}
+
+/// An op of a `Pipe` stream that waits for a slot: its deadline, and its claim on its id.
+struct Queued {
+    op: pb::Op,
+    budget: Duration,
+    claim: streams::OpId,
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::BatchReply, Status>> + Send>>;
@@ -391,10 +400,17 @@ impl pb::data_server::Data for DataService {
         let budget = node.op_budget(batch.timeout_ms);
         // The whole reply is one message: its values share one message's worth of the budget.
         let account = &node.reply_budget().call_account(self.max_reply_bytes());
-        let done = futures::future::join_all(batch.ops.into_iter().map(|op| async move {
-            match triage(node, account, op, budget).await {
-                Ok(done) => done,
-                Err((id, kind)) => run_op(node, account, id, kind, budget).await,
+        let ids = Arc::new(OpIds::default());
+        let done = futures::future::join_all(batch.ops.into_iter().map(|op| {
+            let claim = ids.claim(op.id);
+            async move {
+                let Some(_claim) = claim else {
+                    return (streams::duplicate_id(op.id), Held::none());
+                };
+                match triage(node, account, op, budget).await {
+                    Ok(done) => done,
+                    Err((id, kind)) => run_op(node, account, id, kind, budget).await,
+                }
             }
         }))
         .await;
@@ -418,6 +434,9 @@ impl pb::data_server::Data for DataService {
                 .stream_account(crate::budget::stream_cap(node.limits().max_value_bytes)),
         );
         let permits = Arc::new(Semaphore::new(max_inflight));
+        // The status the reply stream ends with, after the ops in progress (see `streams`).
+        let (end_tx, end_rx) = oneshot::channel();
+        let ids = Arc::new(OpIds::default());
         // Ops read but not started yet, with their deadlines. The reader keeps reading the
         // stream while every slot is busy, so that HTTP/2 frames never pile up unread (h2
         // takes many small unread DATA frames for a flood, and closes the connection), and
@@ -425,21 +444,22 @@ impl pb::data_server::Data for DataService {
         let max_queued = max_inflight.saturating_mul(QUEUED_PER_SLOT);
         let max_queued_bytes = crate::budget::stream_cap(node.limits().max_value_bytes);
         tokio::spawn(async move {
-            let mut queued: VecDeque<(pb::Op, Duration)> = VecDeque::new();
+            let mut queued: VecDeque<Queued> = VecDeque::new();
             // Value bytes of the queued puts: past the stream's cap, the reader waits.
             let mut queued_bytes = 0u64;
             let mut reading = true;
+            let mut end = None;
             loop {
                 // Start what slots allow.
                 while !queued.is_empty() {
                     let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                         break;
                     };
-                    let Some((op, budget)) = queued.pop_front() else {
+                    let Some(next) = queued.pop_front() else {
                         break;
                     };
-                    queued_bytes -= put_bytes(&op);
-                    if !start_op(&node, &account, &tx, op, budget, permit).await {
+                    queued_bytes -= put_bytes(&next.op);
+                    if !start_op(&node, &account, &tx, next, permit).await {
                         return;
                     }
                 }
@@ -454,23 +474,24 @@ impl pb::data_server::Data for DataService {
                     }
                     msg = inbound.message(), if reading && queued_bytes < max_queued_bytes => match msg {
                         Ok(Some(batch)) => Next::Batch(batch),
-                        Ok(None) => Next::Ended,
+                        Ok(None) => Next::Ended(None),
                         Err(status) => {
                             tracing::debug!(%status, "pipe closed by the client");
-                            Next::Ended
+                            Next::Ended(streams::inbound_failed(&status))
                         }
                     },
                 };
                 let batch = match next {
                     Next::Stop => break,
-                    Next::Ended => {
+                    Next::Ended(status) => {
+                        end = status;
                         reading = false;
                         continue;
                     }
                     Next::Slot(permit) => {
-                        if let Some((op, budget)) = queued.pop_front() {
-                            queued_bytes -= put_bytes(&op);
-                            if !start_op(&node, &account, &tx, op, budget, permit).await {
+                        if let Some(next) = queued.pop_front() {
+                            queued_bytes -= put_bytes(&next.op);
+                            if !start_op(&node, &account, &tx, next, permit).await {
                                 return;
                             }
                         }
@@ -478,40 +499,43 @@ impl pb::data_server::Data for DataService {
                     }
                     Next::Batch(batch) => batch,
                 };
+                // A batch refused whole ends the stream with one status, not one per op,
+                // once the ops in progress are answered.
                 if let Err(e) = check_batch(&node, &batch) {
-                    for op in &batch.ops {
-                        if tx
-                            .send((error_reply(op.id, &e), Held::none()))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
+                    end = Some(to_status(&e));
+                    reading = false;
                     continue;
                 }
                 let budget = node.op_budget(batch.timeout_ms);
                 for op in batch.ops {
-                    if queued.len() < max_queued {
-                        queued_bytes += put_bytes(&op);
-                        queued.push_back((op, budget));
-                        continue;
-                    }
-                    let refused = Error::Overloaded(format!(
-                        "more than {} ops of this stream are waiting",
-                        max_inflight + max_queued
-                    ));
-                    if tx
-                        .send((error_reply(op.id, &node.failed(refused)), Held::none()))
-                        .await
-                        .is_err()
-                    {
+                    let refused = match ids.claim(op.id) {
+                        None => (streams::duplicate_id(op.id), Held::none()),
+                        Some(claim) if queued.len() < max_queued => {
+                            queued_bytes += put_bytes(&op);
+                            queued.push_back(Queued { op, budget, claim });
+                            continue;
+                        }
+                        Some(_) => {
+                            let refused = Error::Overloaded(format!(
+                                "more than {} ops of this stream are waiting",
+                                max_inflight + max_queued
+                            ));
+                            (error_reply(op.id, &node.failed(refused)), Held::none())
+                        }
+                    };
+                    if tx.send(refused).await.is_err() {
                         return;
                     }
                 }
             }
+            if let Some(status) = end {
+                let _ = end_tx.send(status);
+            }
         });
-        Ok(Response::new(Box::pin(coalesce(rx))))
+        Ok(Response::new(Box::pin(streams::then_end(
+            coalesce(rx),
+            end_rx,
+        ))))
     }
 
     type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Invalidations, Status>> + Send>>;

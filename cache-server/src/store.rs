@@ -347,3 +347,127 @@ mod tests {
         assert_eq!((c.puts, c.heads, c.gets, c.deletes), (1, 1, 2, 2));
     }
 }
+
+/// The request error for a failed blob-store call, after the caller has handled the errors
+/// that mean something of their own (`NotFound`, `AlreadyExists`, `Precondition`,
+/// `NotImplemented`): [`cache_core::Error::StoreRejected`] when retrying cannot help, else
+/// [`cache_core::Error::StoreUnavailable`]. Its text names no path of the store (a local
+/// store's errors carry absolute paths); the whole error goes to the node's log instead.
+///
+/// Permanent: an invalid path, an unsupported operation, missing permission or credentials,
+/// and, from local files, a parent that is a file, a directory where a file should be, a
+/// read-only file system or a name the file system cannot hold. Everything else (timeouts,
+/// connection errors, server errors) is taken as transient.
+pub fn request_error(err: &object_store::Error) -> cache_core::Error {
+    use object_store::Error as E;
+    let rejected = match err {
+        E::InvalidPath { .. } => Some("the path is not valid for the store"),
+        E::NotSupported { .. } | E::NotImplemented { .. } => {
+            Some("the store does not support the operation")
+        }
+        E::PermissionDenied { .. } => Some("permission denied"),
+        E::Unauthenticated { .. } => Some("the store refused the node's credentials"),
+        E::UnknownConfigurationKey { .. } => Some("the store is misconfigured"),
+        other => io_cause(other).and_then(permanent_io),
+    };
+    match rejected {
+        Some(why) => {
+            tracing::warn!(error = %err, "the blob store refused a call");
+            cache_core::Error::StoreRejected(why.to_owned())
+        }
+        None => {
+            tracing::warn!(error = %err, "blob store call failed");
+            cache_core::Error::StoreUnavailable(format!(
+                "a call to the blob store failed ({}); the node's log has the details",
+                variant_name(err)
+            ))
+        }
+    }
+}
+
+/// The first I/O error in `err`'s chain of sources.
+fn io_cause(err: &object_store::Error) -> Option<std::io::ErrorKind> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// Why an I/O error of this kind will happen again, if it will.
+fn permanent_io(kind: std::io::ErrorKind) -> Option<&'static str> {
+    use std::io::ErrorKind as K;
+    match kind {
+        K::NotADirectory => Some("a parent of the key is a blob, not a directory"),
+        K::IsADirectory => Some("the key names a directory of the store"),
+        K::PermissionDenied => Some("permission denied"),
+        K::ReadOnlyFilesystem => Some("the store is read-only"),
+        K::InvalidFilename => Some("the key is not a valid file name for the store"),
+        K::FileTooLarge => Some("the blob is too large for the store"),
+        K::InvalidInput => Some("the store refused the request as invalid"),
+        _ => None,
+    }
+}
+
+/// The error's variant, which names no path.
+fn variant_name(err: &object_store::Error) -> &'static str {
+    use object_store::Error as E;
+    match err {
+        E::Generic { store, .. } => store,
+        E::NotFound { .. } => "not found",
+        E::JoinError { .. } => "task failed",
+        E::AlreadyExists { .. } => "already exists",
+        E::Precondition { .. } => "precondition failed",
+        E::NotModified { .. } => "not modified",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    use super::*;
+
+    /// The errors a local store gives for keys it can never hold: rejected, with no path.
+    #[tokio::test]
+    async fn a_key_under_a_file_is_rejected_without_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        store
+            .put(&Path::from("file"), PutPayload::from_static(b"x"))
+            .await
+            .unwrap();
+        let under = Path::from("file/child");
+        let put = store
+            .put(&under, PutPayload::from_static(b"y"))
+            .await
+            .unwrap_err();
+        let get = store.get(&under).await.unwrap_err();
+        for err in [put, get] {
+            let shown = request_error(&err);
+            let cache_core::Error::StoreRejected(text) = &shown else {
+                panic!("{err:?} became {shown:?}");
+            };
+            let root = dir.path().to_string_lossy();
+            assert!(!text.contains(&*root), "{text}");
+            assert!(!shown.to_string().contains("file/child"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn other_errors_are_transient_and_name_no_path() {
+        let err = object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset at /secret/path".into(),
+        };
+        let shown = request_error(&err);
+        assert!(
+            matches!(&shown, cache_core::Error::StoreUnavailable(t) if !t.contains("/secret")),
+            "{shown:?}"
+        );
+    }
+}

@@ -7,6 +7,10 @@ use cache_proto::v1 as pb;
 use prost::Message;
 use tonic::{Code, Status};
 
+/// The longest error text sent, in bytes. Texts that repeat input repeat at most
+/// [`cache_core::error::MAX_ECHO_BYTES`] of it; this bounds the rest.
+pub const MAX_MESSAGE_BYTES: usize = 256;
+
 /// The wire form of a request error.
 pub fn to_wire(err: &Error) -> pb::Error {
     let (code, epoch, members) = match err {
@@ -18,6 +22,7 @@ pub fn to_wire(err: &Error) -> pb::Error {
             (pb::ErrorCode::WrongOwner, *epoch, members.clone())
         }
         Error::StoreUnavailable(_) => (pb::ErrorCode::StoreUnavailable, 0, Vec::new()),
+        Error::StoreRejected(_) => (pb::ErrorCode::StoreRejected, 0, Vec::new()),
         Error::Timeout(_) => (pb::ErrorCode::Timeout, 0, Vec::new()),
         Error::Overloaded(_) => (pb::ErrorCode::Overloaded, 0, Vec::new()),
         Error::NotSettled(_) => (pb::ErrorCode::NotSettled, 0, Vec::new()),
@@ -29,7 +34,7 @@ pub fn to_wire(err: &Error) -> pb::Error {
     };
     pb::Error {
         code: code as i32,
-        message: err.to_string(),
+        message: cache_core::error::clip(&err.to_string(), MAX_MESSAGE_BYTES),
         epoch,
         members,
     }
@@ -88,6 +93,7 @@ mod tests {
             ),
             (Error::NotFound { key: "k".into() }, Code::NotFound),
             (Error::StoreUnavailable("x".into()), Code::Unavailable),
+            (Error::StoreRejected("x".into()), Code::FailedPrecondition),
             (
                 Error::Timeout(std::time::Duration::from_secs(1)),
                 Code::DeadlineExceeded,

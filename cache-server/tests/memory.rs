@@ -116,7 +116,7 @@ async fn overload(size: usize, capacity: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_at_ten_times_capacity_100b() {
-    overload(100, 4 * MIB).await;
+    overload(100, MIB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

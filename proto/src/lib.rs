@@ -5,8 +5,12 @@
 //!   and `tonic-prost-build`, mapping proto `bytes` to [`bytes::Bytes`] so values are not copied.
 //! - [`v1`] holds the generated messages, the `data_client`/`data_server` and
 //!   `admin_client`/`admin_server` modules.
+//! - [`codec`]: the codec the generated code uses: prost's, with decode errors as
+//!   `INVALID_ARGUMENT`.
 //!
 //! This crate does no I/O and holds no logic; `cache-server` and `cache-client` build on it.
+
+pub mod codec;
 
 /// The `cachelet.v1` package.
 #[allow(missing_docs, clippy::all)]

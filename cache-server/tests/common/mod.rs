@@ -3,12 +3,17 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Log lines a [`Server`] keeps, at most.
+const KEPT_LOG_LINES: usize = 10_000;
 
 /// A `cache-server` process listening on an ephemeral port.
 pub struct Server {
     pub addr: String,
     child: Child,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -38,8 +43,41 @@ impl Server {
         panic!("cache-server did not start: {last}");
     }
 
+    /// Starts the binary like [`Server::spawn`], under a limit of `nofile` open files (set
+    /// with the shell's `ulimit -n`, which then `exec`s the server: the pid is the server's).
+    pub fn spawn_with_fd_limit(nofile: u64, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -n {nofile} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_cache-server"),
+        ]);
+        Self::try_spawn_with(command, "127.0.0.1:0", args, env).expect("start cache-server")
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The log lines so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
     fn try_spawn_at(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cache-server"))
+        let command = Command::new(env!("CARGO_BIN_EXE_cache-server"));
+        Self::try_spawn_with(command, listen, args, env)
+    }
+
+    fn try_spawn_with(
+        mut command: Command,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let mut child = command
             .args(["--listen", listen])
             .args(args)
             .envs(env.iter().copied())
@@ -77,19 +115,20 @@ impl Server {
             }
         };
         // Keep draining its log, so that the server never blocks on a full pipe.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             while let Ok(line) = rx.recv() {
                 if std::env::var_os("CACHELET_TEST_SERVER_LOG").is_some() {
                     eprintln!("server: {line}");
                 }
+                let mut log = kept.lock().unwrap();
+                if log.len() < KEPT_LOG_LINES {
+                    log.push(line);
+                }
             }
         });
-        Ok(Self { addr, child })
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+        Ok(Self { addr, child, log })
     }
 
     /// The process's resident set now and at its peak, in bytes (`VmRSS`, `VmHWM`).
