@@ -20,11 +20,13 @@ pub enum Error {
         max: u64,
     },
     /// The request names an application this node does not serve.
-    #[error("unknown app {got:?}: this node serves {serves:?}")]
+    /// Its message names neither app, so that a caller learns nothing of what the node
+    /// serves.
+    #[error("unknown app: this node does not serve the app the request names")]
     UnknownApp {
-        /// The app the request named.
+        /// The app the request named (for logs, not for the caller).
         got: String,
-        /// The app this node serves.
+        /// The app this node serves (for logs, not for the caller).
         serves: String,
     },
     /// The blob does not exist in the store.
@@ -64,6 +66,13 @@ pub enum Error {
     /// A key's previous owners are not all fenced yet, so the node cannot take a write for it.
     #[error("not settled: {0}")]
     NotSettled(String),
+    /// The request carries no valid token.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The request's token does not allow this call (wrong role, or a data token for
+    /// another app).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The node is refusing work to protect itself.
     #[error("overloaded: {0}")]
     Overloaded(String),
