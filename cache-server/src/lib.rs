@@ -16,6 +16,10 @@
 //! - `advice`: scaling advice from every member's counters.
 //! - [`service`]: the tonic `Data`, `Admin` and `Peer` services, and the `Pipe` stream's tasks.
 //! - [`serve`](mod@serve): [`CacheNode::serve`] on a bound listener with a shutdown future.
+//! - [`security`]: TLS ([`security::TlsConfig`]), credentials and roles on every call (an
+//!   interceptor finds the caller, each handler authorizes it with [`cache_core::auth`]),
+//!   the peer token on calls to peers, and the refusal to serve a non-loopback address
+//!   without credentials.
 //! - [`wire`]: request errors as gRPC statuses with a machine-readable detail.
 //! - [`store`]: opening a blob store from a URL; [`store::InstrumentedStore`] for tests.
 //! - [`metrics`]: the counters in Prometheus text format.
@@ -57,6 +61,7 @@ pub mod node;
 mod prewarm;
 mod scale;
 mod scale_state;
+pub mod security;
 pub mod serve;
 pub mod service;
 pub mod store;
@@ -64,3 +69,4 @@ pub mod wire;
 
 pub use error::{Error, Result};
 pub use node::{CacheNode, CacheNodeBuilder};
+pub use security::TlsConfig;

@@ -67,6 +67,7 @@ pub struct CacheNodeBuilder {
     hot_threshold: u32,
     fencing: bool,
     scale: crate::scale_state::ScaleConfig,
+    pub(crate) security: crate::security::Security,
 }
 
 impl Default for CacheNodeBuilder {
@@ -85,6 +86,7 @@ impl Default for CacheNodeBuilder {
             hot_threshold: DEFAULT_HOT_THRESHOLD,
             fencing: true,
             scale: crate::scale_state::ScaleConfig::default(),
+            security: crate::security::Security::default(),
         }
     }
 }
@@ -292,6 +294,7 @@ impl CacheNodeBuilder {
                 hot_threshold: self.hot_threshold,
                 invalidations: broadcast::channel(INVALIDATION_BACKLOG).0,
                 conditional: Default::default(),
+                security: self.security,
             }),
         })
     }
@@ -357,6 +360,8 @@ pub(crate) struct Inner {
     /// Serialises writes per stripe of keys, only on stores without conditional writes
     /// (see [`CacheNode::put`]).
     conditional: ConditionalFallback,
+    /// TLS, credentials and the peer token (see [`crate::security`]).
+    pub(crate) security: crate::security::Security,
 }
 
 /// Stripes of locks for stores that lack conditional writes.

@@ -23,8 +23,13 @@ impl CacheNode {
     /// `advertise`, the node's own address is the listener's local address, and it must be in
     /// the member list.
     ///
+    /// With TLS ([`crate::node::CacheNodeBuilder::tls`]) every connection is TLS; with
+    /// credentials ([`crate::node::CacheNodeBuilder::auth`]) every call needs a token.
+    ///
     /// # Errors
-    /// [`crate::Error::Config`] when the node's address is not a member; transport errors.
+    /// [`crate::Error::Config`] when the node's address is not a member, or when the listener
+    /// is not on a loopback address and the node has neither credentials nor `insecure` set
+    /// (see [`crate::security`]); transport errors.
     ///
     /// # Examples
     /// ```no_run
@@ -48,6 +53,8 @@ impl CacheNode {
         F: Future<Output = ()> + Send + 'static,
     {
         let local = listener.local_addr()?;
+        self.check_exposure("data, admin and peer gRPC", local)?;
+        self.check_security()?;
         self.set_addr(local.to_string())?;
         // The membership epoch comes from the store before anything is served.
         self.boot().await?;
@@ -108,7 +115,12 @@ impl CacheNode {
         // Replies are small and latency-bound: send them without Nagle's delay. (The builder's
         // `tcp_nodelay` applies only to listeners that tonic binds itself.)
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serving = Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = self.tls() {
+            server = server.tls_config(tls.tonic_server())?;
+        }
+        let serving = server
+            .layer(tonic::service::InterceptorLayer::new(self.authenticator()))
             .http2_adaptive_window(Some(true))
             .add_service(data)
             .add_service(admin)

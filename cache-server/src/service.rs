@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_core::Error;
+use cache_core::auth::Action;
 use cache_proto::v1 as pb;
 use futures::Stream;
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
@@ -219,6 +220,7 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::BatchReply, Status>> + S
 #[tonic::async_trait]
 impl pb::data_server::Data for DataService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Value>, Status> {
+        self.node.allow(&request, Action::Data { app: &request.get_ref().app })?;
         let req = request.into_inner();
         let node = &self.node;
         let opts = ReadOptions {
@@ -239,6 +241,7 @@ impl pb::data_server::Data for DataService {
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::Written>, Status> {
+        self.node.allow(&request, Action::Data { app: &request.get_ref().app })?;
         let req = request.into_inner();
         let node = &self.node;
         let result = async {
@@ -256,6 +259,7 @@ impl pb::data_server::Data for DataService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::Deleted>, Status> {
+        self.node.allow(&request, Action::Data { app: &request.get_ref().app })?;
         let req = request.into_inner();
         let node = &self.node;
         let result = async {
@@ -269,6 +273,7 @@ impl pb::data_server::Data for DataService {
     }
 
     async fn batch(&self, request: Request<pb::Batch>) -> Result<Response<pb::BatchReply>, Status> {
+        self.node.allow(&request, Action::Data { app: &request.get_ref().app })?;
         let batch = request.into_inner();
         let node = &self.node;
         if let Err(e) = check_batch(node, &batch) {
@@ -291,6 +296,7 @@ impl pb::data_server::Data for DataService {
         &self,
         request: Request<Streaming<pb::Batch>>,
     ) -> Result<Response<Self::PipeStream>, Status> {
+        let caller = crate::security::caller(&request);
         let mut inbound = request.into_inner();
         let node = self.node.clone();
         let mut shutdown = self.shutdown.clone();
@@ -311,7 +317,9 @@ impl pb::data_server::Data for DataService {
                         }
                     },
                 };
-                if let Err(e) = check_batch(&node, &batch) {
+                let app = Action::Data { app: &batch.app };
+                let checked = node.authorize(caller.as_ref(), app);
+                if let Err(e) = checked.and_then(|()| check_batch(&node, &batch)) {
                     for op in &batch.ops {
                         if tx.send(error_reply(op.id, &e)).await.is_err() {
                             return;
@@ -352,6 +360,7 @@ impl pb::data_server::Data for DataService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.node.allow(&request, Action::Data { app: &request.get_ref().app })?;
         self.node
             .check_app(&request.get_ref().app)
             .map_err(|e| to_status(&e))?;
@@ -407,8 +416,9 @@ impl AdminService {
 impl pb::admin_server::Admin for AdminService {
     async fn members(
         &self,
-        _request: Request<pb::MembersRequest>,
+        request: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersReply>, Status> {
+        self.node.allow(&request, Action::Members)?;
         let m = self.node.membership();
         Ok(Response::new(pb::MembersReply {
             epoch: m.epoch(),
@@ -419,8 +429,9 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn stats(
         &self,
-        _request: Request<pb::StatsRequest>,
+        request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::NodeStats>, Status> {
+        self.node.allow(&request, Action::Stats)?;
         // moka applies evictions and size bookkeeping in batches; apply them so that the
         // counts are exact.
         self.node.entries().sync().await;
@@ -429,8 +440,9 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn health(
         &self,
-        _request: Request<pb::HealthRequest>,
+        request: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthReply>, Status> {
+        self.node.allow(&request, Action::Health)?;
         let member = self
             .node
             .addr()
@@ -446,7 +458,7 @@ impl pb::admin_server::Admin for AdminService {
         };
         Ok(Response::new(pb::HealthReply {
             status: status as i32,
-            app: self.node.app().to_owned(),
+            app: self.node.app_for(&request),
             epoch: self.node.membership().epoch(),
         }))
     }
@@ -455,6 +467,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::SetMembersRequest>,
     ) -> Result<Response<pb::SetMembersReply>, Status> {
+        crate::security::check_set_members(&self.node, &request)?;
         let req = request.into_inner();
         let adopted = if req.relay {
             // An epoch another node claimed: adopt what its record in the store says.
@@ -479,8 +492,9 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn advice(
         &self,
-        _request: Request<pb::AdviceRequest>,
+        request: Request<pb::AdviceRequest>,
     ) -> Result<Response<pb::AdviceReply>, Status> {
+        self.node.allow(&request, Action::Advice)?;
         Ok(Response::new(self.node.advice().await))
     }
 }
@@ -504,6 +518,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<Streaming<pb::HandoffBatch>>,
     ) -> Result<Response<pb::HandoffReply>, Status> {
+        self.node.allow(&request, Action::Peer)?;
         let mut inbound = request.into_inner();
         let mut reply = pb::HandoffReply::default();
         while let Some(batch) = inbound.message().await? {
@@ -522,6 +537,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::PeekRequest>,
     ) -> Result<Response<pb::PeekReply>, Status> {
+        self.node.allow(&request, Action::Peer)?;
         let req = request.into_inner();
         self.node.check_app(&req.app).map_err(|e| to_status(&e))?;
         let reply = match self.node.departed(&req.key, req.epoch) {
@@ -539,6 +555,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::FenceRequest>,
     ) -> Result<Response<pb::FenceReply>, Status> {
+        self.node.allow(&request, Action::Peer)?;
         let req = request.into_inner();
         self.node.check_app(&req.app).map_err(|e| to_status(&e))?;
         let (epoch, sealed) = self
