@@ -147,12 +147,12 @@ pub fn new_token() -> String {
 /// [`Error::InvalidRequest`] for a data token without an app, or another role with one.
 pub fn token_new(role: Role, app: Option<&str>) -> Result<String, Error> {
     match (role, app) {
-        (Role::Data, None | Some("")) => Err(Error::InvalidRequest(
-            "a data token needs --app".into(),
-        )),
-        (Role::Admin | Role::Peer, Some(_)) => Err(Error::InvalidRequest(
-            "only data tokens name an app".into(),
-        )),
+        (Role::Data, None | Some("")) => {
+            Err(Error::InvalidRequest("a data token needs --app".into()))
+        }
+        (Role::Admin | Role::Peer, Some(_)) => {
+            Err(Error::InvalidRequest("only data tokens name an app".into()))
+        }
         _ => {
             let token = new_token();
             Ok(format!("{token}\n{}", token_entry(&token, role, app)))
@@ -161,7 +161,8 @@ pub fn token_new(role: Role, app: Option<&str>) -> Result<String, Error> {
 }
 
 fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| Error::Config(format!("{flag}: cannot read {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| Error::Config(format!("{flag}: cannot read {}: {e}", path.display())))
 }
 
 async fn execute(args: Args, out: &mut dyn Write) -> Result<(), Error> {
@@ -175,7 +176,9 @@ async fn execute(args: Args, out: &mut dyn Write) -> Result<(), Error> {
         return out.flush().map_err(io);
     }
     if args.nodes.is_empty() {
-        return Err(Error::Config("no nodes: give --nodes or CACHELET_NODES".into()));
+        return Err(Error::Config(
+            "no nodes: give --nodes or CACHELET_NODES".into(),
+        ));
     }
     let app = args
         .app
@@ -191,7 +194,8 @@ async fn execute(args: Args, out: &mut dyn Write) -> Result<(), Error> {
         builder = builder.tls_ca_pem(read_pem("--tls-ca", ca)?);
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        builder = builder.tls_identity_pem(read_pem("--tls-cert", cert)?, read_pem("--tls-key", key)?);
+        builder =
+            builder.tls_identity_pem(read_pem("--tls-cert", cert)?, read_pem("--tls-key", key)?);
     }
     let client = builder.build().await?;
     match args.command {

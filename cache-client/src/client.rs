@@ -627,7 +627,8 @@ impl CacheClient {
     /// [`Error::Config`] for an empty list, [`Error::InvalidRequest`] for an epoch claimed
     /// for another list, [`Error::Unavailable`] when no node answers.
     pub async fn set_members(&self, epoch: Option<u64>, members: Vec<String>) -> Result<u64> {
-        cache_core::validate_addresses(&members).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        cache_core::validate_addresses(&members)
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
         let next = Membership::new(epoch.unwrap_or(1), members)
             .map_err(|e| Error::Config(e.to_string()))?;
         let request = pb::SetMembersRequest {

@@ -270,9 +270,8 @@ impl Credentials {
         let mut by_hash = HashMap::new();
         for (i, t) in file.token.into_iter().enumerate() {
             let n = i + 1;
-            let hash = from_hex(&t.sha256.to_ascii_lowercase()).ok_or_else(|| {
-                AuthFileError(format!("token {n}: sha256 must be 64 hex digits"))
-            })?;
+            let hash = from_hex(&t.sha256.to_ascii_lowercase())
+                .ok_or_else(|| AuthFileError(format!("token {n}: sha256 must be 64 hex digits")))?;
             let role: Role = t
                 .role
                 .parse()
@@ -399,11 +398,17 @@ mod tests {
             ("", "no [[token]]"),
             ("[[token]]\nsha256 = \"xy\"\nrole = \"admin\"\n", "64 hex"),
             (
-                &format!("[[token]]\nsha256 = \"{}\"\nrole = \"root\"\n", "a".repeat(64)),
+                &format!(
+                    "[[token]]\nsha256 = \"{}\"\nrole = \"root\"\n",
+                    "a".repeat(64)
+                ),
                 "unknown role",
             ),
             (
-                &format!("[[token]]\nsha256 = \"{}\"\nrole = \"data\"\n", "a".repeat(64)),
+                &format!(
+                    "[[token]]\nsha256 = \"{}\"\nrole = \"data\"\n",
+                    "a".repeat(64)
+                ),
                 "needs an app",
             ),
             (
@@ -470,7 +475,10 @@ mod tests {
         let p = Principal::new(Role::Data, Some("secret-app".into()));
         let err = authorize(Some(&p), Action::Data { app: "other-app" }).unwrap_err();
         let text = err.to_string();
-        assert!(!text.contains("secret-app") && !text.contains("other-app"), "{text}");
+        assert!(
+            !text.contains("secret-app") && !text.contains("other-app"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -494,7 +502,10 @@ mod tests {
         }
         for ip in [any, lan] {
             let err = check_exposure("data", ip, false, false).unwrap_err();
-            assert!(err.contains("--insecure") && err.contains("--auth"), "{err}");
+            assert!(
+                err.contains("--insecure") && err.contains("--auth"),
+                "{err}"
+            );
             assert!(check_exposure("data", ip, true, false).is_ok());
             assert!(check_exposure("data", ip, false, true).is_ok());
         }

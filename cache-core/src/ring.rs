@@ -84,7 +84,9 @@ pub fn valid_address(addr: &str) -> bool {
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -223,12 +225,29 @@ mod tests {
 
     #[test]
     fn addresses_from_outside_are_host_and_port() {
-        for ok in ["127.0.0.1:7070", "[::1]:1", "node-1.svc.local:65535", "localhost:80"] {
+        for ok in [
+            "127.0.0.1:7070",
+            "[::1]:1",
+            "node-1.svc.local:65535",
+            "localhost:80",
+        ] {
             assert!(valid_address(ok), "{ok}");
         }
         for bad in [
-            "", "x", "host:", "host:0", "host:65536", ":80", "a b:80", "1.2.3:80",
-            "-a:80", "a..b:80", "::1:80", "[zz]:80", "host:+80", "http://h:80",
+            "",
+            "x",
+            "host:",
+            "host:0",
+            "host:65536",
+            ":80",
+            "a b:80",
+            "1.2.3:80",
+            "-a:80",
+            "a..b:80",
+            "::1:80",
+            "[zz]:80",
+            "host:+80",
+            "http://h:80",
         ] {
             assert!(!valid_address(bad), "{bad}");
         }
@@ -240,7 +259,11 @@ mod tests {
         assert!(err.contains("1025 addresses"), "{err}");
         let long = format!("{}:1", "x".repeat(10_000));
         let err = validate_addresses(&[long]).unwrap_err().to_string();
-        assert!(err.len() < 200, "the message repeats its input: {}", err.len());
+        assert!(
+            err.len() < 200,
+            "the message repeats its input: {}",
+            err.len()
+        );
     }
 
     #[test]

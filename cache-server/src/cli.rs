@@ -9,9 +9,9 @@ use clap::Parser;
 
 use crate::node::{CacheNode, CacheNodeBuilder};
 use crate::security::TlsConfig;
+use crate::store::open_store;
 use cache_core::auth::Credentials;
 use std::path::PathBuf;
-use crate::store::open_store;
 
 /// A cachelet node: a read-through, write-through cache in front of an application's blob store.
 #[derive(Debug, Clone, Parser)]

@@ -124,7 +124,9 @@ where
                 let _permit = permit;
                 match acceptor {
                     Some(acceptor) => {
-                        let tls = tokio::time::timeout(METRICS_REQUEST_TIMEOUT, acceptor.accept(stream)).await;
+                        let tls =
+                            tokio::time::timeout(METRICS_REQUEST_TIMEOUT, acceptor.accept(stream))
+                                .await;
                         if let Ok(Ok(tls)) = tls {
                             serve_scrape(tls, handle).await;
                         }

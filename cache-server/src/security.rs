@@ -21,8 +21,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::auth::{Action, Credentials, Principal, Role, authorize, bearer, check_exposure};
 use cache_core::Error;
+use cache_core::auth::{Action, Credentials, Principal, Role, authorize, bearer, check_exposure};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -79,7 +79,8 @@ fn roots(what: &str, pem: &[u8]) -> crate::Result<rustls::RootCertStore> {
 }
 
 fn read(what: &str, path: &Path) -> crate::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| config_error(what, format!("cannot read {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| config_error(what, format!("cannot read {}: {e}", path.display())))
 }
 
 impl TlsConfig {
@@ -223,8 +224,12 @@ impl TlsConfig {
 /// [`crate::Error::Config`] when the file cannot be read, is empty, or holds characters a
 /// header cannot carry.
 pub fn read_token_file(path: &Path) -> crate::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| config_error("--peer-token-file", format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        config_error(
+            "--peer-token-file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
     let token = text.trim().to_owned();
     if token.is_empty() || header_value(&token).is_none() {
         return Err(config_error(
@@ -287,7 +292,9 @@ pub(crate) struct PeerToken(Option<MetadataValue<Ascii>>);
 impl Interceptor for PeerToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -369,7 +376,11 @@ impl CacheNode {
                 .extensions()
                 .get::<Caller>()
                 .is_some_and(|c| c.0.may_know_app(self.app()));
-        if known { self.app().to_owned() } else { String::new() }
+        if known {
+            self.app().to_owned()
+        } else {
+            String::new()
+        }
     }
 
     /// The interceptor for this node's gRPC services.
@@ -434,10 +445,14 @@ impl CacheNode {
             }
         }
         if s.credentials.is_some() && s.peer_token.is_none() {
-            tracing::warn!("credentials are on but no peer token is set: calls to peers will be refused");
+            tracing::warn!(
+                "credentials are on but no peer token is set: calls to peers will be refused"
+            );
         }
         if s.tls.as_ref().is_some_and(|t| t.peer_ca_pem.is_none()) {
-            tracing::warn!("TLS is on but no peer CA is set (--tls-ca): this node cannot call peers");
+            tracing::warn!(
+                "TLS is on but no peer CA is set (--tls-ca): this node cannot call peers"
+            );
         }
         if s.credentials.is_some() && s.tls.is_none() {
             tracing::warn!("credentials are on without TLS: tokens travel in clear text");

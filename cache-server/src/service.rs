@@ -220,7 +220,12 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::BatchReply, Status>> + S
 #[tonic::async_trait]
 impl pb::data_server::Data for DataService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Value>, Status> {
-        self.node.allow(&request, Action::Data { app: &request.get_ref().app })?;
+        self.node.allow(
+            &request,
+            Action::Data {
+                app: &request.get_ref().app,
+            },
+        )?;
         let req = request.into_inner();
         let node = &self.node;
         let opts = ReadOptions {
@@ -241,7 +246,12 @@ impl pb::data_server::Data for DataService {
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::Written>, Status> {
-        self.node.allow(&request, Action::Data { app: &request.get_ref().app })?;
+        self.node.allow(
+            &request,
+            Action::Data {
+                app: &request.get_ref().app,
+            },
+        )?;
         let req = request.into_inner();
         let node = &self.node;
         let result = async {
@@ -259,7 +269,12 @@ impl pb::data_server::Data for DataService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::Deleted>, Status> {
-        self.node.allow(&request, Action::Data { app: &request.get_ref().app })?;
+        self.node.allow(
+            &request,
+            Action::Data {
+                app: &request.get_ref().app,
+            },
+        )?;
         let req = request.into_inner();
         let node = &self.node;
         let result = async {
@@ -273,7 +288,12 @@ impl pb::data_server::Data for DataService {
     }
 
     async fn batch(&self, request: Request<pb::Batch>) -> Result<Response<pb::BatchReply>, Status> {
-        self.node.allow(&request, Action::Data { app: &request.get_ref().app })?;
+        self.node.allow(
+            &request,
+            Action::Data {
+                app: &request.get_ref().app,
+            },
+        )?;
         let batch = request.into_inner();
         let node = &self.node;
         if let Err(e) = check_batch(node, &batch) {
@@ -360,7 +380,12 @@ impl pb::data_server::Data for DataService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.node.allow(&request, Action::Data { app: &request.get_ref().app })?;
+        self.node.allow(
+            &request,
+            Action::Data {
+                app: &request.get_ref().app,
+            },
+        )?;
         self.node
             .check_app(&request.get_ref().app)
             .map_err(|e| to_status(&e))?;

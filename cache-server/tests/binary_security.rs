@@ -63,11 +63,26 @@ async fn tls_and_auth_nodes_scale_out_through_cachectl() {
     std::fs::create_dir_all(dir.path().join("store")).unwrap();
     let flags = |peers: &str| -> Vec<String> {
         [
-            "--app", "payroll", "--store", &store, "--peers", peers,
-            "--tls-cert", &p(&pki.node_cert), "--tls-key", &p(&pki.node_key),
-            "--tls-client-ca", &p(&pki.ca), "--tls-ca", &p(&pki.ca),
-            "--auth", &p(&auth), "--peer-token-file", &p(&peer_file),
-            "--gossip-interval-ms", "200",
+            "--app",
+            "payroll",
+            "--store",
+            &store,
+            "--peers",
+            peers,
+            "--tls-cert",
+            &p(&pki.node_cert),
+            "--tls-key",
+            &p(&pki.node_key),
+            "--tls-client-ca",
+            &p(&pki.ca),
+            "--tls-ca",
+            &p(&pki.ca),
+            "--auth",
+            &p(&auth),
+            "--peer-token-file",
+            &p(&peer_file),
+            "--gossip-interval-ms",
+            "200",
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -76,7 +91,12 @@ async fn tls_and_auth_nodes_scale_out_through_cachectl() {
     let a = Server::spawn_known(|me| flags(me), &[]);
     let b = Server::spawn_known(|me| flags(&format!("{},{me}", a.addr)), &[]);
     let tls = [
-        "--tls-ca", &p(&pki.ca), "--tls-cert", &p(&pki.client_cert), "--tls-key", &p(&pki.client_key),
+        "--tls-ca",
+        &p(&pki.ca),
+        "--tls-cert",
+        &p(&pki.client_cert),
+        "--tls-key",
+        &p(&pki.client_key),
     ];
     let ctl = |nodes: &str, token: &str, rest: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = ["--nodes", nodes, "--app", "payroll", "--token", token]
@@ -101,13 +121,24 @@ async fn tls_and_auth_nodes_scale_out_through_cachectl() {
     let o = run_ctl(ctl(&a.addr, "wrong", &["get", "k/1"])).await;
     assert_eq!(o.code, ExitCode::from(4), "{}", o.err);
     assert!(o.err.contains("unauthenticated"), "{}", o.err);
-    let o = run_ctl(ctl(&a.addr, &data, &["members", "set", &format!("{},{}", a.addr, b.addr)])).await;
+    let o = run_ctl(ctl(
+        &a.addr,
+        &data,
+        &["members", "set", &format!("{},{}", a.addr, b.addr)],
+    ))
+    .await;
     assert_eq!(o.code, ExitCode::from(4), "{}", o.err);
     assert!(o.err.contains("permission denied"), "{}", o.err);
     // Without TLS the node does not answer (exit 3, unreachable).
     let o = run_ctl(vec![
-        "--nodes".into(), a.addr.clone(), "--app".into(), "payroll".into(), "--token".into(), data.clone(),
-        "get".into(), "k/1".into(),
+        "--nodes".into(),
+        a.addr.clone(),
+        "--app".into(),
+        "payroll".into(),
+        "--token".into(),
+        data.clone(),
+        "get".into(),
+        "k/1".into(),
     ])
     .await;
     assert_eq!(o.code, ExitCode::from(3), "{}", o.err);
@@ -130,7 +161,11 @@ async fn tls_and_auth_nodes_scale_out_through_cachectl() {
         if received > 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no handoff to the new node: {}", o.out);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no handoff to the new node: {}",
+            o.out
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for i in (0..100).step_by(7) {
@@ -152,12 +187,29 @@ fn server(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_non_loopback_listener_needs_auth_or_insecure() {
-    let out = server(&["--listen", "0.0.0.0:0", "--app", "a", "--store", "memory:///"]);
+    let out = server(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--app",
+        "a",
+        "--store",
+        "memory:///",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refusing to serve") && err.contains("--insecure"), "{err}");
+    assert!(
+        err.contains("refusing to serve") && err.contains("--insecure"),
+        "{err}"
+    );
     let out = server(&[
-        "--listen", "127.0.0.1:0", "--metrics", "0.0.0.0:0", "--app", "a", "--store", "memory:///",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "0.0.0.0:0",
+        "--app",
+        "a",
+        "--store",
+        "memory:///",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("metrics"));
@@ -191,23 +243,58 @@ fn bad_certificate_and_auth_files_fail_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
-    let base = ["--listen", "127.0.0.1:0", "--app", "a", "--store", "memory:///"];
+    let base = [
+        "--listen",
+        "127.0.0.1:0",
+        "--app",
+        "a",
+        "--store",
+        "memory:///",
+    ];
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["--tls-cert".into(), p(&junk), "--tls-key".into(), p(&pki.node_key)], "--tls-cert"),
-        (vec!["--tls-cert".into(), p(&pki.node_cert), "--tls-key".into(), p(&junk)], "--tls-key"),
         (
-            vec!["--tls-cert".into(), p(&pki.node_cert), "--tls-key".into(), p(&pki.client_key)],
+            vec![
+                "--tls-cert".into(),
+                p(&junk),
+                "--tls-key".into(),
+                p(&pki.node_key),
+            ],
+            "--tls-cert",
+        ),
+        (
+            vec![
+                "--tls-cert".into(),
+                p(&pki.node_cert),
+                "--tls-key".into(),
+                p(&junk),
+            ],
+            "--tls-key",
+        ),
+        (
+            vec![
+                "--tls-cert".into(),
+                p(&pki.node_cert),
+                "--tls-key".into(),
+                p(&pki.client_key),
+            ],
             "key",
         ),
         (
             vec![
-                "--tls-cert".into(), p(&pki.node_cert), "--tls-key".into(), p(&pki.node_key),
-                "--tls-ca".into(), p(&junk),
+                "--tls-cert".into(),
+                p(&pki.node_cert),
+                "--tls-key".into(),
+                p(&pki.node_key),
+                "--tls-ca".into(),
+                p(&junk),
             ],
             "--tls-ca",
         ),
         (vec!["--auth".into(), p(&junk)], "--auth"),
-        (vec!["--auth".into(), p(&dir.path().join("missing"))], "cannot read"),
+        (
+            vec!["--auth".into(), p(&dir.path().join("missing"))],
+            "cannot read",
+        ),
     ];
     for (extra, want) in cases {
         let mut args: Vec<&str> = base.to_vec();
@@ -220,8 +307,16 @@ fn bad_certificate_and_auth_files_fail_at_start_up() {
     // Negative control: the good files start.
     let good = Server::spawn(
         &[
-            "--app", "a", "--store", "memory:///", "--tls-cert", &p(&pki.node_cert), "--tls-key",
-            &p(&pki.node_key), "--tls-ca", &p(&pki.ca),
+            "--app",
+            "a",
+            "--store",
+            "memory:///",
+            "--tls-cert",
+            &p(&pki.node_cert),
+            "--tls-key",
+            &p(&pki.node_key),
+            "--tls-ca",
+            &p(&pki.ca),
         ],
         &[],
     );

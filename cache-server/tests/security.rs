@@ -118,7 +118,9 @@ impl Fixture {
     }
 }
 
-fn bearer(token: &str) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+fn bearer(
+    token: &str,
+) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
     let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
     move |mut req: tonic::Request<()>| {
         req.metadata_mut().insert("authorization", value.clone());
@@ -143,7 +145,10 @@ async fn a_plaintext_or_untrusting_client_fails_and_a_tls_client_is_served() {
         .await
         .unwrap();
     let err = plain.get("k").await.unwrap_err();
-    assert!(matches!(err, Error::Unavailable(_) | Error::Timeout(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Unavailable(_) | Error::Timeout(_)),
+        "{err:?}"
+    );
 
     // A client that trusts another CA refuses the node's certificate.
     let pki = &f.pki;
@@ -184,16 +189,28 @@ async fn tokens_are_checked_by_role_and_app() {
     assert_eq!(data.get("k").await.unwrap().unwrap(), "100");
 
     let none = f.client(None).await;
-    assert!(matches!(none.get("k").await, Err(Error::Unauthenticated(_))));
+    assert!(matches!(
+        none.get("k").await,
+        Err(Error::Unauthenticated(_))
+    ));
     let unknown = f.client(Some("guessed")).await;
-    assert!(matches!(unknown.get("k").await, Err(Error::Unauthenticated(_))));
-    assert!(matches!(unknown.members().await, Err(Error::Unauthenticated(_))));
+    assert!(matches!(
+        unknown.get("k").await,
+        Err(Error::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        unknown.members().await,
+        Err(Error::Unauthenticated(_))
+    ));
 
     // A data token of another app, naming this app: refused, without naming anything.
     let other = f.client(Some(OTHER)).await;
     let err = other.get("k").await.unwrap_err();
     assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
-    assert!(matches!(other.put("k", "x").await, Err(Error::PermissionDenied(_))));
+    assert!(matches!(
+        other.put("k", "x").await,
+        Err(Error::PermissionDenied(_))
+    ));
     // ...naming its own app: unknown here, and the message does not say what this node serves.
     let own = f.client_for("billing", Some(OTHER)).await;
     let err = own.get("k").await.unwrap_err();
@@ -202,24 +219,50 @@ async fn tokens_are_checked_by_role_and_app() {
     // Admin and peer tokens carry no data access.
     for token in [ADMIN, PEER] {
         let c = f.client(Some(token)).await;
-        assert!(matches!(c.get("k").await, Err(Error::PermissionDenied(_))), "{token}");
+        assert!(
+            matches!(c.get("k").await, Err(Error::PermissionDenied(_))),
+            "{token}"
+        );
     }
     // The value is unchanged.
     assert_eq!(data.get("k").await.unwrap().unwrap(), "100");
 
     // Members: any valid token. Health names the app only to callers that may know it.
     assert!(other.members().await.is_ok());
-    let mut admin = pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(OTHER));
-    let health = admin.health(pb::HealthRequest {}).await.unwrap().into_inner();
+    let mut admin =
+        pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(OTHER));
+    let health = admin
+        .health(pb::HealthRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(health.app, "");
     assert!(matches!(
         admin.stats(pb::StatsRequest {}).await.unwrap_err().code(),
         tonic::Code::PermissionDenied
     ));
-    let mut admin = pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(DATA));
-    assert_eq!(admin.health(pb::HealthRequest {}).await.unwrap().into_inner().app, APP);
-    let mut admin = pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(ADMIN));
-    assert_eq!(admin.health(pb::HealthRequest {}).await.unwrap().into_inner().app, APP);
+    let mut admin =
+        pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(DATA));
+    assert_eq!(
+        admin
+            .health(pb::HealthRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .app,
+        APP
+    );
+    let mut admin =
+        pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(ADMIN));
+    assert_eq!(
+        admin
+            .health(pb::HealthRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .app,
+        APP
+    );
     assert!(admin.stats(pb::StatsRequest {}).await.is_ok());
     assert!(admin.advice(pb::AdviceRequest {}).await.is_ok());
 }
@@ -235,18 +278,48 @@ async fn a_data_token_cannot_set_members_peek_or_hand_off() {
         .unwrap_err();
     assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
     // A relay needs an admin or peer token too.
-    let mut admin = pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(DATA));
-    let relay = pb::SetMembersRequest { epoch: 2, members: vec![], relay: true };
-    assert_eq!(admin.set_members(relay).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    let mut admin =
+        pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(DATA));
+    let relay = pb::SetMembersRequest {
+        epoch: 2,
+        members: vec![],
+        relay: true,
+    };
+    assert_eq!(
+        admin.set_members(relay).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
     assert_eq!(f.cluster.node(0).membership().members(), [me.clone()]);
 
     let mut peer = pb::peer_client::PeerClient::with_interceptor(f.channel(0).await, bearer(DATA));
-    let peek = pb::PeekRequest { app: APP.into(), key: "k".into(), epoch: 1 };
-    assert_eq!(peer.peek(peek.clone()).await.unwrap_err().code(), tonic::Code::PermissionDenied);
-    let fence = pb::FenceRequest { app: APP.into(), epoch: 1 };
-    assert_eq!(peer.fence(fence.clone()).await.unwrap_err().code(), tonic::Code::PermissionDenied);
-    let batch = pb::HandoffBatch { app: APP.into(), epoch: 1, sealed: 1, entries: vec![], ..Default::default() };
-    let err = peer.handoff(futures::stream::iter([batch.clone()])).await.unwrap_err();
+    let peek = pb::PeekRequest {
+        app: APP.into(),
+        key: "k".into(),
+        epoch: 1,
+    };
+    assert_eq!(
+        peer.peek(peek.clone()).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+    let fence = pb::FenceRequest {
+        app: APP.into(),
+        epoch: 1,
+    };
+    assert_eq!(
+        peer.fence(fence.clone()).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+    let batch = pb::HandoffBatch {
+        app: APP.into(),
+        epoch: 1,
+        sealed: 1,
+        entries: vec![],
+        ..Default::default()
+    };
+    let err = peer
+        .handoff(futures::stream::iter([batch.clone()]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     // Negative control: the peer token makes the same calls.
     let mut peer = pb::peer_client::PeerClient::with_interceptor(f.channel(0).await, bearer(PEER));
@@ -273,13 +346,23 @@ fn forged(epoch: u64) -> pb::HandoffBatch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_handoff_without_the_peer_role_changes_nothing() {
     let f = secure(1, Some(PEER)).await;
-    f.store.put(&"balance".into(), "100000".into()).await.unwrap();
+    f.store
+        .put(&"balance".into(), "100000".into())
+        .await
+        .unwrap();
     let epoch = f.cluster.node(0).membership().epoch();
     for token in [DATA, ADMIN, "guessed"] {
-        let mut peer = pb::peer_client::PeerClient::with_interceptor(f.channel(0).await, bearer(token));
-        let err = peer.handoff(futures::stream::iter([forged(epoch)])).await.unwrap_err();
+        let mut peer =
+            pb::peer_client::PeerClient::with_interceptor(f.channel(0).await, bearer(token));
+        let err = peer
+            .handoff(futures::stream::iter([forged(epoch)]))
+            .await
+            .unwrap_err();
         assert!(
-            matches!(err.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated),
+            matches!(
+                err.code(),
+                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+            ),
             "{token}: {err:?}"
         );
     }
@@ -295,10 +378,17 @@ async fn a_forged_handoff_without_the_peer_role_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_forged_handoff_with_a_peer_token_is_taken() {
     let f = secure(1, Some(PEER)).await;
-    f.store.put(&"balance".into(), "100000".into()).await.unwrap();
+    f.store
+        .put(&"balance".into(), "100000".into())
+        .await
+        .unwrap();
     let epoch = f.cluster.node(0).membership().epoch();
     let mut peer = pb::peer_client::PeerClient::with_interceptor(f.channel(0).await, bearer(PEER));
-    let reply = peer.handoff(futures::stream::iter([forged(epoch)])).await.unwrap().into_inner();
+    let reply = peer
+        .handoff(futures::stream::iter([forged(epoch)]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.accepted, 1);
     let data = f.client(Some(DATA)).await;
     assert_eq!(data.get("balance").await.unwrap().unwrap(), "999999999");
@@ -316,7 +406,10 @@ async fn an_admin_token_changes_membership_and_peers_hand_off_with_the_peer_toke
     let before = f.cluster.node(0).membership().epoch();
     // Scale in to node 0: node 1 hands its entries to node 0 over mutual TLS, with the
     // peer token.
-    let epoch = admin.set_members(None, vec![addrs[0].clone()]).await.unwrap();
+    let epoch = admin
+        .set_members(None, vec![addrs[0].clone()])
+        .await
+        .unwrap();
     assert!(epoch > before);
     wait_until(|| f.cluster.node(1).is_drained()).await;
     assert!(f.cluster.node(1).stats().handoff_sent > 0);
@@ -329,7 +422,10 @@ async fn an_admin_token_changes_membership_and_peers_hand_off_with_the_peer_toke
     }
     let data = f.client(Some(DATA)).await;
     for i in 0..200 {
-        assert_eq!(data.get(&format!("k/{i}")).await.unwrap().unwrap(), format!("v{i}"));
+        assert_eq!(
+            data.get(&format!("k/{i}")).await.unwrap().unwrap(),
+            format!("v{i}")
+        );
     }
 }
 
@@ -344,7 +440,10 @@ async fn without_a_peer_token_nodes_cannot_hand_off() {
         data.put(&format!("k/{i}"), format!("v{i}")).await.unwrap();
     }
     let admin = f.client(Some(ADMIN)).await;
-    admin.set_members(None, vec![addrs[0].clone()]).await.unwrap();
+    admin
+        .set_members(None, vec![addrs[0].clone()])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(f.cluster.node(0).stats().handoff_received, 0);
     assert!(!f.cluster.node(1).is_drained());
@@ -356,38 +455,84 @@ async fn member_lists_are_bounded_and_epochs_cannot_be_pushed_to_the_end() {
     let me = f.addrs()[0].clone();
     let admin = f.client(Some(ADMIN)).await;
     // Junk and oversized lists: INVALID_ARGUMENT, through the raw API too.
-    let mut raw = pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(ADMIN));
-    let too_many: Vec<String> = (0..1025).map(|i| format!("10.0.{}.{}:7070", i / 256, i % 256)).collect();
-    for members in [vec!["not an address".to_owned()], vec![format!("{me}"), "h:0".into()], too_many] {
-        let req = pb::SetMembersRequest { epoch: 0, members: members.clone(), relay: false };
+    let mut raw =
+        pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(ADMIN));
+    let too_many: Vec<String> = (0..1025)
+        .map(|i| format!("10.0.{}.{}:7070", i / 256, i % 256))
+        .collect();
+    for members in [
+        vec!["not an address".to_owned()],
+        vec![format!("{me}"), "h:0".into()],
+        too_many,
+    ] {
+        let req = pb::SetMembersRequest {
+            epoch: 0,
+            members: members.clone(),
+            relay: false,
+        };
         let err = raw.set_members(req).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{:?}", &members[..1]);
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "{:?}",
+            &members[..1]
+        );
         assert!(err.message().len() < 300);
-        assert!(matches!(admin.set_members(None, members).await, Err(Error::InvalidRequest(_))));
+        assert!(matches!(
+            admin.set_members(None, members).await,
+            Err(Error::InvalidRequest(_))
+        ));
     }
     // 1,024 valid addresses are accepted as a list (negative control of the bound): checked
     // by the pure function, since a cluster of that size is not started here.
-    let max: Vec<String> = (0..1024).map(|i| format!("10.0.{}.{}:7070", i / 256, i % 256)).collect();
+    let max: Vec<String> = (0..1024)
+        .map(|i| format!("10.0.{}.{}:7070", i / 256, i % 256))
+        .collect();
     assert!(cache_core::validate_addresses(&max).is_ok());
 
     let epoch = f.cluster.node(0).membership().epoch();
     // An explicit epoch at the end of the range is refused, as a claim and as a relay.
-    let err = admin.set_members(Some(u64::MAX), vec![me.clone()]).await.unwrap_err();
+    let err = admin
+        .set_members(Some(u64::MAX), vec![me.clone()])
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidRequest(_)), "{err:?}");
-    let relay = pb::SetMembersRequest { epoch: u64::MAX, members: vec![], relay: true };
+    let relay = pb::SetMembersRequest {
+        epoch: u64::MAX,
+        members: vec![],
+        relay: true,
+    };
     assert!(raw.set_members(relay).await.is_err());
-    let mut peer = pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(PEER));
-    let relay = pb::SetMembersRequest { epoch: u64::MAX, members: vec![], relay: true };
+    let mut peer =
+        pb::admin_client::AdminClient::with_interceptor(f.channel(0).await, bearer(PEER));
+    let relay = pb::SetMembersRequest {
+        epoch: u64::MAX,
+        members: vec![],
+        relay: true,
+    };
     assert!(peer.set_members(relay).await.is_err());
     // A peer token may relay but not claim.
-    let claim = pb::SetMembersRequest { epoch: 0, members: vec![me.clone()], relay: false };
-    assert_eq!(peer.set_members(claim).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    let claim = pb::SetMembersRequest {
+        epoch: 0,
+        members: vec![me.clone()],
+        relay: false,
+    };
+    assert_eq!(
+        peer.set_members(claim).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
     assert_eq!(f.cluster.node(0).membership().epoch(), epoch);
     // Later changes still work, and take the very next epoch.
     let other = "127.0.0.1:9".to_owned();
-    let next = admin.set_members(None, vec![me.clone(), other]).await.unwrap();
+    let next = admin
+        .set_members(None, vec![me.clone(), other])
+        .await
+        .unwrap();
     assert_eq!(next, epoch + 1);
-    let next = admin.set_members(Some(next + 1), vec![me.clone()]).await.unwrap();
+    let next = admin
+        .set_members(Some(next + 1), vec![me.clone()])
+        .await
+        .unwrap();
     assert_eq!(next, epoch + 2);
     assert_eq!(f.cluster.node(0).membership().epoch(), epoch + 2);
 }
@@ -395,7 +540,10 @@ async fn member_lists_are_bounded_and_epochs_cannot_be_pushed_to_the_end() {
 async fn wait_until(mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "condition not met within 20 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -90,8 +90,7 @@ impl TestPki {
             vec![ServerAuth, ClientAuth],
         )?;
         let (client_cert, client_key) = leaf(&root, "cachelet client", &[], vec![ClientAuth])?;
-        let (other_cert, other_key) =
-            leaf(&other, "cachelet stranger", &[], vec![ClientAuth])?;
+        let (other_cert, other_key) = leaf(&other, "cachelet stranger", &[], vec![ClientAuth])?;
         let d = dir.path();
         Ok(Self {
             ca: write(d, "ca.pem", &root.pem())?,
