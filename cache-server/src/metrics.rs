@@ -154,7 +154,7 @@ where
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let handle = handle.clone();
         async move {
-            let response = if req.uri().path() == "/metrics" {
+            if req.uri().path() == "/metrics" {
                 Response::builder()
                     .header("content-type", "text/plain; version=0.0.4")
                     .body(Full::new(bytes::Bytes::from(handle.render())))
@@ -162,8 +162,7 @@ where
                 Response::builder()
                     .status(StatusCode::NOT_FOUND)
                     .body(Full::new(bytes::Bytes::from_static(b"not found\n")))
-            };
-            response
+            }
         }
     });
     let connection = hyper::server::conn::http1::Builder::new()

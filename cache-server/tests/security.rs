@@ -289,7 +289,10 @@ async fn a_data_token_cannot_set_members_peek_or_hand_off() {
         admin.set_members(relay).await.unwrap_err().code(),
         tonic::Code::PermissionDenied
     );
-    assert_eq!(f.cluster.node(0).membership().members(), [me.clone()]);
+    assert_eq!(
+        f.cluster.node(0).membership().members(),
+        std::slice::from_ref(&me)
+    );
 
     let mut peer = pb::peer_client::PeerClient::with_interceptor(f.channel(0).await, bearer(DATA));
     let peek = pb::PeekRequest {
