@@ -550,3 +550,81 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The metrics listener of a TLS node speaks only TLS, and with a client CA only to clients
+/// with a certificate; a TLS client with one gets the counters (the negative control).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_over_tls_only() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let f = secure(1, Some(PEER)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = f.cluster.node(0).clone();
+    tokio::spawn(cache_server::metrics::serve_metrics_on(
+        listener,
+        node,
+        std::future::pending(),
+    ));
+    let request = b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+
+    // Plaintext: no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(!String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"));
+
+    let pki = &f.pki;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pki.read(&pki.ca)) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = |identity: bool| {
+        let b = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone());
+        let config = if identity {
+            let certs = CertificateDer::pem_slice_iter(&pki.read(&pki.client_cert))
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(&pki.read(&pki.client_key)).unwrap();
+            b.with_client_auth_cert(certs, key).unwrap()
+        } else {
+            b.with_no_client_auth()
+        };
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    };
+    let scrape = |identity: bool| {
+        let connector = config(identity);
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("127.0.0.1").unwrap();
+            let mut tls = connector.connect(name, tcp).await.ok()?;
+            tls.write_all(request).await.ok()?;
+            let mut answer = Vec::new();
+            tls.read_to_end(&mut answer).await.ok()?;
+            Some(String::from_utf8_lossy(&answer).into_owned())
+        }
+    };
+    // Without a client certificate: refused.
+    let refused = scrape(false).await;
+    assert!(
+        refused.as_ref().is_none_or(|a| !a.contains("HTTP/1.1 200")),
+        "{refused:?}"
+    );
+    // With one: the counters (they appear after the first refresh).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = scrape(true).await.unwrap_or_default();
+        if answer.contains("HTTP/1.1 200") && answer.contains("cachelet_capacity_bytes") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
