@@ -628,3 +628,41 @@ async fn metrics_are_served_over_tls_only() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Without TLS the metrics listener answers plain HTTP, as before: the counters at
+/// `/metrics`, 404 elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_plain_http_without_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let cluster = LocalCluster::start(1, |b| b.app(APP).store(Arc::clone(&store)))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = cluster.node(0).clone();
+    tokio::spawn(cache_server::metrics::serve_metrics_on(
+        listener,
+        node,
+        std::future::pending(),
+    ));
+    let get = |path: &'static str| async move {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get("/metrics").await;
+        if answer.starts_with("HTTP/1.1 200") && answer.contains("cachelet_capacity_bytes") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(get("/other").await.starts_with("HTTP/1.1 404"));
+}
