@@ -27,7 +27,8 @@
 //! - [`cluster`]: [`cluster::LocalCluster`], nodes in this process on ephemeral ports.
 //! - [`error`]: the crate's [`Error`].
 //!
-//! A get flows: `service` (decode, check app) → [`CacheNode`] `lookup` (validate key; check
+//! A get flows: (TLS) → `security`'s interceptor (the caller's token) → `service` (decode,
+//! authorize the caller for the app, check app) → [`CacheNode`] `lookup` (validate key; check
 //! the request's epoch and the owner; a settled key's cache hit?) → on a miss `load` (adopt a
 //! newer epoch the request carries; an unsettled key is read from the store uncached; else one
 //! store read for all concurrent misses, cached unless a write or ownership change raced it)
