@@ -118,6 +118,9 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Tokens and TLS for the embedded cluster and its client (not with `--connect`).
+    #[arg(long, value_enum, default_value_t = crate::security::SecurityMode::Plain)]
+    pub security: crate::security::SecurityMode,
 }
 
 impl Default for RunArgs {
@@ -145,6 +148,7 @@ impl Default for RunArgs {
             json: None,
             plot: None,
             no_progress: false,
+            security: crate::security::SecurityMode::Plain,
         }
     }
 }
@@ -482,12 +486,13 @@ pub async fn run(args: RunArgs, missing: Missing) -> anyhow::Result<Report> {
         Some(c) => c.as_u64(),
         None => (data_bytes / 10 / nodes as u64).max(64 << 10),
     };
+    let security = crate::security::BenchSecurity::new(args.security, &args.app)?;
     let cluster = if args.connect.is_empty() {
         let s = store.store.clone();
         let app = args.app.clone();
         Some(
-            LocalCluster::start(nodes, move |b| {
-                b.app(app.clone()).store(s.clone()).capacity_bytes(per_node)
+            LocalCluster::start(nodes, |b| {
+                security.node(b.app(app.clone()).store(s.clone()).capacity_bytes(per_node))
             })
             .await?,
         )
@@ -498,13 +503,27 @@ pub async fn run(args: RunArgs, missing: Missing) -> anyhow::Result<Report> {
         Some(c) => c.addrs(),
         None => args.connect.clone(),
     };
-    let client = CacheClient::builder()
-        .app(args.app.clone())
-        .nodes(addrs)
-        .timeout(Duration::from_secs(30))
+    let client = security
+        .client(
+            CacheClient::builder()
+                .app(args.app.clone())
+                .nodes(addrs)
+                .timeout(Duration::from_secs(30)),
+        )
         .build()
         .await?;
-    let before = node_totals(&client).await?;
+    // Counters need an admin token where tokens are checked; the workload's client has a
+    // data token.
+    let admin = security
+        .admin(
+            CacheClient::builder()
+                .app(args.app.clone())
+                .nodes(client.membership().members().to_vec())
+                .timeout(Duration::from_secs(30)),
+        )
+        .build()
+        .await?;
+    let before = node_totals(&admin).await?;
     let capacity_bytes = before.capacity;
     println!(
         "cache-bench: {title}\n  cachelet: {} on loopback, {} per node ({} in all, {:.1}% of \
@@ -536,7 +555,7 @@ pub async fn run(args: RunArgs, missing: Missing) -> anyhow::Result<Report> {
     });
     let mut cachelet =
         runner::drive(&System::Cachelet(client.clone()), &plan, &source, &opts).await;
-    let after = node_totals(&client).await?;
+    let after = node_totals(&admin).await?;
     cachelet.store_reads = after.store_reads - before.store_reads;
     cachelet.store_read_bytes = after.store_read_bytes - before.store_read_bytes;
     if let Some(c) = cluster {

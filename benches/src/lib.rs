@@ -17,6 +17,7 @@
 //! - [`redis_server`]: a `redis-server` process on a free port, for baselines.
 //! - [`modes`]: the local tier's hit ratio and each consistency mode's cost.
 //! - [`scale`]: `cache-bench scale`, scale events under load: handoff, drain, pre-warming.
+//! - [`security`]: `--security plain|token|tls` for the embedded cluster of `run` and `ping`.
 //! - [`check`]: `cache-bench check`, a Jepsen-style correctness run: real `cache-server`
 //!   processes under changes of members, kills, stops and store outages, every op recorded
 //!   and the history checked.
@@ -38,6 +39,7 @@ pub mod redis_server;
 pub mod report;
 pub mod runner;
 pub mod scale;
+pub mod security;
 pub mod sim;
 pub mod trace;
 pub mod workload;

@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::redis_server::RedisServer;
 use crate::report::Table;
+use crate::security::{BenchSecurity, SecurityMode};
 use crate::workload::key_name;
 
 /// The comparison's settings.
@@ -33,6 +34,9 @@ pub struct PingArgs {
     /// Nodes of the in-process cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Tokens and TLS for the cluster and its client.
+    #[arg(long, value_enum, default_value_t = SecurityMode::Plain)]
+    pub security: SecurityMode,
 }
 
 fn hist() -> Histogram<u64> {
@@ -56,13 +60,13 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
     );
     let value = Bytes::from(vec![b'v'; args.value_size.as_u64() as usize]);
     let store = open_store("memory:///")?;
+    let security = BenchSecurity::new(args.security, "ping")?;
     let cluster = LocalCluster::start(args.nodes, |b| {
-        b.app("ping").store(store.clone()).capacity_bytes(256 << 20)
+        security.node(b.app("ping").store(store.clone()).capacity_bytes(256 << 20))
     })
     .await?;
-    let client = CacheClient::builder()
-        .app("ping")
-        .nodes(cluster.addrs())
+    let client = security
+        .client(CacheClient::builder().app("ping").nodes(cluster.addrs()))
         .build()
         .await?;
     let redis = RedisServer::start(1 << 30).await?;

@@ -43,6 +43,23 @@ async fn ping_compares_with_redis() {
         gets: 100,
         rounds: 2,
         nodes: 2,
+        security: cache_bench::security::SecurityMode::Plain,
+    })
+    .await
+    .unwrap();
+}
+
+/// The same with TLS and tokens on the embedded cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_runs_with_tls_and_tokens() {
+    RedisServer::require_for_test();
+    ping::run(PingArgs {
+        keys: 20,
+        value_size: bytesize::ByteSize::kib(1),
+        gets: 50,
+        rounds: 1,
+        nodes: 2,
+        security: cache_bench::security::SecurityMode::Tls,
     })
     .await
     .unwrap();

@@ -1,12 +1,18 @@
 //! The `cachectl` command line, as a library so that it can be tested.
 //!
 //! Exit codes: 0 success; 1 the blob was not found; 2 invalid input (a bad key, value or
-//! flag); 3 the cache or the store could not be reached, or another failure.
+//! flag); 3 the cache or the store could not be reached, or another failure; 4 the node
+//! refused the credentials (no valid token, or a token whose role or app does not allow the
+//! call).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use std::path::PathBuf;
+
+use cache_core::auth::{Role, token_entry};
 
 use crate::{CacheClient, Error};
 
@@ -15,11 +21,23 @@ use crate::{CacheClient, Error};
 #[command(name = "cachectl", version, about)]
 pub struct Args {
     /// The cache nodes, as host:port,host:port,...
-    #[arg(long, env = "CACHELET_NODES", value_delimiter = ',', required = true)]
+    #[arg(long, env = "CACHELET_NODES", value_delimiter = ',')]
     pub nodes: Vec<String>,
     /// The application whose cache to use.
     #[arg(long, env = "CACHELET_APP")]
-    pub app: String,
+    pub app: Option<String>,
+    /// The token to send as `authorization: Bearer TOKEN`, for nodes that run with --auth.
+    #[arg(long, env = "CACHELET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Talk TLS to the nodes, verifying them against this CA (PEM).
+    #[arg(long, env = "CACHELET_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for nodes that require mutual TLS.
+    #[arg(long, env = "CACHELET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "CACHELET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Deadline of each call, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
@@ -58,6 +76,27 @@ pub enum Command {
     },
     /// Print the scaling advice: how many nodes the cache should have, and why.
     Advice,
+    /// Make tokens for a node's auth file.
+    Token {
+        /// `new --role ROLE [--app APP]`.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// `cachectl token` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenAction {
+    /// Print a fresh random token on the first line, then its `[[token]]` entry for the
+    /// nodes' auth file. Needs no node.
+    New {
+        /// The token's role: data, admin or peer.
+        #[arg(long)]
+        role: Role,
+        /// The app a data token is for (data tokens only).
+        #[arg(long)]
+        app: Option<String>,
+    },
 }
 
 /// `cachectl members` subcommands.
@@ -78,6 +117,7 @@ pub enum MembersAction {
 pub fn exit_code(err: &Error) -> u8 {
     match err {
         Error::NotFound(_) => 1,
+        e if e.is_denied() => 4,
         e if e.is_invalid_argument() => 2,
         Error::Config(_) => 2,
         _ => 3,
@@ -95,14 +135,69 @@ pub async fn run(args: Args, out: &mut dyn Write, err: &mut dyn Write) -> ExitCo
     }
 }
 
+/// A fresh random token: 32 bytes from the OS's generator, as 64 hex digits.
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    cache_core::auth::to_hex(&bytes)
+}
+
+/// The output of `cachectl token new`: the token, then its `[[token]]` entry.
+///
+/// # Errors
+/// [`Error::InvalidRequest`] for a data token without an app, or another role with one.
+pub fn token_new(role: Role, app: Option<&str>) -> Result<String, Error> {
+    match (role, app) {
+        (Role::Data, None | Some("")) => {
+            Err(Error::InvalidRequest("a data token needs --app".into()))
+        }
+        (Role::Admin | Role::Peer, Some(_)) => {
+            Err(Error::InvalidRequest("only data tokens name an app".into()))
+        }
+        _ => {
+            let token = new_token();
+            Ok(format!("{token}\n{}", token_entry(&token, role, app)))
+        }
+    }
+}
+
+fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path)
+        .map_err(|e| Error::Config(format!("{flag}: cannot read {}: {e}", path.display())))
+}
+
 async fn execute(args: Args, out: &mut dyn Write) -> Result<(), Error> {
-    let client = CacheClient::builder()
-        .app(args.app)
-        .nodes(args.nodes)
-        .timeout(std::time::Duration::from_millis(args.timeout_ms))
-        .build()
-        .await?;
     let io = |e: std::io::Error| Error::Internal(format!("i/o: {e}"));
+    if let Command::Token {
+        action: TokenAction::New { role, app },
+    } = &args.command
+    {
+        let text = token_new(*role, app.as_deref())?;
+        out.write_all(text.as_bytes()).map_err(io)?;
+        return out.flush().map_err(io);
+    }
+    if args.nodes.is_empty() {
+        return Err(Error::Config(
+            "no nodes: give --nodes or CACHELET_NODES".into(),
+        ));
+    }
+    let app = args
+        .app
+        .ok_or_else(|| Error::Config("no app: give --app or CACHELET_APP".into()))?;
+    let mut builder = CacheClient::builder()
+        .app(app)
+        .nodes(args.nodes)
+        .timeout(std::time::Duration::from_millis(args.timeout_ms));
+    if let Some(token) = args.token {
+        builder = builder.token(token);
+    }
+    if let Some(ca) = &args.tls_ca {
+        builder = builder.tls_ca_pem(read_pem("--tls-ca", ca)?);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        builder =
+            builder.tls_identity_pem(read_pem("--tls-cert", cert)?, read_pem("--tls-key", key)?);
+    }
+    let client = builder.build().await?;
     match args.command {
         Command::Get { key } => match client.get(&key).await? {
             Some(value) => out.write_all(&value).map_err(io)?,
@@ -138,6 +233,7 @@ async fn execute(args: Args, out: &mut dyn Write) -> Result<(), Error> {
             let view = serde_json::json!({ "epoch": epoch, "members": members });
             writeln!(out, "{view}").map_err(io)?;
         }
+        Command::Token { .. } => {}
         Command::Advice => {
             let a = client.advice().await?;
             let view = serde_json::json!({

@@ -164,6 +164,9 @@ pub struct CacheClientBuilder {
     local_admission: LocalAdmission,
     invalidations: bool,
     clock: Arc<dyn Clock>,
+    token: Option<String>,
+    tls_ca_pem: Option<Vec<u8>>,
+    tls_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for CacheClientBuilder {
@@ -181,6 +184,9 @@ impl Default for CacheClientBuilder {
             local_admission: LocalAdmission::All,
             invalidations: true,
             clock: Arc::new(SystemClock),
+            token: None,
+            tls_ca_pem: None,
+            tls_identity_pem: None,
         }
     }
 }
@@ -263,11 +269,85 @@ impl CacheClientBuilder {
         self
     }
 
+    /// The token sent as `authorization: Bearer TOKEN` on every call, for nodes that run with
+    /// credentials. Default: none.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Talks TLS to the nodes, verifying their certificates against this CA (PEM).
+    /// Default: none, and the client talks plaintext HTTP/2.
+    pub fn tls_ca_pem(mut self, ca: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca_pem = Some(ca.into());
+        self
+    }
+
+    /// The client certificate chain and key (PEM) to present to nodes that require mutual
+    /// TLS. Needs [`CacheClientBuilder::tls_ca_pem`]. Default: none.
+    pub fn tls_identity_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.tls_identity_pem = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// The token and TLS settings, checked.
+    #[allow(clippy::type_complexity)]
+    fn security(
+        &self,
+    ) -> Result<(
+        Option<tonic::transport::ClientTlsConfig>,
+        Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    )> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+        let certs = |what: &str, pem: &[u8]| -> Result<()> {
+            let n = CertificateDer::pem_slice_iter(pem)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Config(format!("{what}: not a PEM certificate file ({e})")))?
+                .len();
+            if n == 0 {
+                return Err(Error::Config(format!("{what}: holds no PEM certificate")));
+            }
+            Ok(())
+        };
+        let tls = match (&self.tls_ca_pem, &self.tls_identity_pem) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(Error::Config(
+                    "a client certificate needs a CA to verify the nodes (tls_ca_pem)".into(),
+                ));
+            }
+            (Some(ca), identity) => {
+                certs("TLS CA", ca)?;
+                let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+                if let Some((cert, key)) = identity {
+                    certs("TLS certificate", cert)?;
+                    PrivateKeyDer::from_pem_slice(key).map_err(|e| {
+                        Error::Config(format!("TLS key: not a PEM private key ({e})"))
+                    })?;
+                    tls = tls.identity(Identity::from_pem(cert, key));
+                }
+                Some(tls)
+            }
+        };
+        let token = match &self.token {
+            None => None,
+            Some(t) => Some(format!("Bearer {}", t.trim()).parse().map_err(|_| {
+                Error::Config("the token holds characters a header cannot carry".into())
+            })?),
+        };
+        Ok((tls, token))
+    }
+
     /// Builds the client. Connections open lazily, on first use.
     ///
     /// # Errors
-    /// [`Error::Config`] when the app or the nodes are missing or an address is malformed.
+    /// [`Error::Config`] when the app or the nodes are missing, an address is malformed, or
+    /// the token or a TLS certificate or key is unusable.
     pub async fn build(self) -> Result<CacheClient> {
+        let (tls, token) = self.security()?;
         let app = self
             .app
             .filter(|a| !a.is_empty())
@@ -284,6 +364,8 @@ impl CacheClientBuilder {
             min_backoff: self.min_backoff,
             max_backoff: self.max_backoff,
             ops_sent: Arc::default(),
+            tls,
+            token,
         });
         let conns = membership
             .members()
@@ -545,6 +627,8 @@ impl CacheClient {
     /// [`Error::Config`] for an empty list, [`Error::InvalidRequest`] for an epoch claimed
     /// for another list, [`Error::Unavailable`] when no node answers.
     pub async fn set_members(&self, epoch: Option<u64>, members: Vec<String>) -> Result<u64> {
+        cache_core::validate_addresses(&members)
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
         let next = Membership::new(epoch.unwrap_or(1), members)
             .map_err(|e| Error::Config(e.to_string()))?;
         let request = pb::SetMembersRequest {
@@ -574,7 +658,7 @@ impl CacheClient {
                 }
                 Ok(Err(status)) => {
                     let err = Error::from_status(&status);
-                    if err.is_invalid_argument() {
+                    if err.is_invalid_argument() || err.is_denied() {
                         return Err(err);
                     }
                     last = err;

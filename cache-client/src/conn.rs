@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use cache_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{Error, Result};
 
@@ -102,12 +105,37 @@ pub(crate) struct ConnConfig {
     pub max_backoff: Duration,
     /// Ops sent to any node, counted on the transport.
     pub ops_sent: Arc<AtomicU64>,
+    /// TLS to the nodes, when on.
+    pub tls: Option<ClientTlsConfig>,
+    /// `Bearer TOKEN`, sent on every call when set.
+    pub token: Option<MetadataValue<Ascii>>,
 }
+
+/// Adds the client's token to every call.
+#[derive(Debug, Clone)]
+pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A node's channel, with the client's token on every call.
+pub(crate) type Transport = InterceptedService<Channel, Bearer>;
 
 /// One node: its channel, its pipe, and whether it is believed down.
 pub(crate) struct NodeConn {
     addr: String,
-    channel: Channel,
+    channel: Transport,
     config: Arc<ConnConfig>,
     /// The open pipe, read on every call.
     pipe: std::sync::RwLock<Option<Pipe>>,
@@ -121,14 +149,25 @@ pub(crate) struct NodeConn {
 
 impl NodeConn {
     pub(crate) fn new(addr: &str, config: Arc<ConnConfig>) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::Config(format!("bad node address {addr:?}: {e}")))?
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| Error::Config(format!("bad node address {addr:?}: {e}")))?;
+        if let Some(tls) = &config.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Error::Config(format!("TLS to {addr:?}: {e}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
         Ok(Self {
             addr: addr.to_owned(),
-            channel: endpoint.connect_lazy(),
+            channel: Transport::new(endpoint.connect_lazy(), Bearer(config.token.clone())),
             health: Mutex::new(Health {
                 down_until: None,
                 backoff: config.min_backoff,
@@ -141,7 +180,7 @@ impl NodeConn {
         })
     }
 
-    pub(crate) fn channel(&self) -> Channel {
+    pub(crate) fn channel(&self) -> Transport {
         self.channel.clone()
     }
 
@@ -244,7 +283,13 @@ impl NodeConn {
         let response = client
             .pipe(ReceiverStream::new(batch_rx))
             .await
-            .map_err(|status| Error::Unavailable(format!("{}: {}", self.addr, status.message())))?;
+            .map_err(|status| match status.code() {
+                // Credentials refused: retrying or trying another node cannot help.
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                    Error::from_status(&status)
+                }
+                _ => Error::Unavailable(format!("{}: {}", self.addr, status.message())),
+            })?;
         self.mark_up();
         let mut inbound = response.into_inner();
         let waiting = Arc::new(Mutex::new(Waiting::default()));

@@ -76,6 +76,13 @@ impl Error {
         )
     }
 
+    /// Whether the node refused the call's credentials: no valid token (`Unauthenticated`), or
+    /// a token whose role or app does not allow the call (`PermissionDenied`). Retrying, or
+    /// asking another node, cannot help.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, Error::Unauthenticated(_) | Error::PermissionDenied(_))
+    }
+
     /// Whether the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -5,7 +5,8 @@
 //!   the nodes, fallback to the next node when the home node is down, counters.
 //! - `local`: the local tier (in-process copies with versions) and the tasks that apply the
 //!   nodes' invalidations to it; [`LocalAdmission`] says what it keeps.
-//! - `conn`: one node's HTTP/2 channel and its long-lived `Pipe` stream, with a writer task
+//! - `conn`: one node's HTTP/2 channel (TLS and the bearer token, when set) and its
+//!   long-lived `Pipe` stream, with a writer task
 //!   that puts every ready op into one message and a reader task that matches replies to ops.
 //! - [`error`]: the typed [`Error`], rebuilt from the nodes' gRPC statuses.
 //! - [`cli`]: the `cachectl` command line.

@@ -10,7 +10,6 @@ use cache_core::clock::Clock;
 use cache_core::{Membership, SharedMembership};
 use cache_proto::v1 as pb;
 use moka::sync::Cache;
-use tonic::transport::Channel;
 
 /// Which blobs the local tier keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -141,7 +140,7 @@ impl LocalTier {
 /// reconnects with backoff.
 pub(crate) async fn watch_node(
     tier: LocalTier,
-    channel: Channel,
+    channel: crate::conn::Transport,
     app: String,
     membership: SharedMembership,
     home: String,

@@ -19,13 +19,14 @@ pub enum Error {
         /// The configured limit in bytes.
         max: u64,
     },
-    /// The request names an application this node does not serve. Build it with
-    /// [`echo`] applied to what the caller sent.
-    #[error("unknown app {got:?}: this node serves {serves:?}")]
+    /// The request names an application this node does not serve.
+    /// Its message names neither app, so that a caller learns nothing of what the node
+    /// serves.
+    #[error("unknown app: this node does not serve the app the request names")]
     UnknownApp {
-        /// The app the request named.
+        /// The app the request named (for logs, not for the caller).
         got: String,
-        /// The app this node serves.
+        /// The app this node serves (for logs, not for the caller).
         serves: String,
     },
     /// The blob does not exist in the store.
@@ -69,6 +70,13 @@ pub enum Error {
     /// A key's previous owners are not all fenced yet, so the node cannot take a write for it.
     #[error("not settled: {0}")]
     NotSettled(String),
+    /// The request carries no valid token.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The request's token does not allow this call (wrong role, or a data token for
+    /// another app).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The node is refusing work to protect itself.
     #[error("overloaded: {0}")]
     Overloaded(String),

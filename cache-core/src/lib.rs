@@ -13,6 +13,8 @@
 //! - [`hot`]: a count-min [`hot::FrequencySketch`] that marks keys read often, in O(1).
 //! - [`advisor`]: the scaling [`advisor::Advisor`], a pure function of observed figures.
 //! - [`prewarm`]: hot-key manifests and the plan for loading them after scale-to-zero.
+//! - [`auth`]: credentials and roles: the auth file of token hashes, and [`auth::authorize`],
+//!   which decides whether a caller may make a call.
 //! - [`clock`]: injectable time ([`clock::Clock`], [`clock::ManualClock`]).
 //! - [`error`]: the crate's [`Error`].
 //!
@@ -21,6 +23,7 @@
 //! [`EntryStore::write_through`] (store first, then cache, in store order).
 
 pub mod advisor;
+pub mod auth;
 pub mod clock;
 pub mod entries;
 pub mod error;
@@ -36,5 +39,5 @@ pub use error::{Error, Result};
 pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, Limits, MAX_KEY_BYTES, RESERVED_KEY, RESERVED_PREFIX, validate_key,
 };
-pub use ring::{Membership, SharedMembership, VNODES, key_hash};
+pub use ring::{MAX_MEMBERS, Membership, SharedMembership, VNODES, key_hash, validate_addresses};
 pub use version::Version;

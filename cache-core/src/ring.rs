@@ -28,6 +28,70 @@ pub fn key_hash(key: &str) -> u64 {
     h ^ (h >> 33)
 }
 
+/// The most addresses a member list may hold.
+pub const MAX_MEMBERS: usize = 1024;
+
+/// Checks a member list that arrives from outside (a `SetMembers` request): at most
+/// [`MAX_MEMBERS`] addresses, each a syntactically valid `host:port` with a nonzero port,
+/// where the host is an IPv4 address, a bracketed IPv6 address, or a DNS name.
+///
+/// # Errors
+/// [`Error::InvalidMembership`] naming the first bad address (shortened) or the count.
+pub fn validate_addresses(members: &[String]) -> Result<()> {
+    if members.is_empty() {
+        return Err(Error::InvalidMembership("the member list is empty".into()));
+    }
+    if members.len() > MAX_MEMBERS {
+        return Err(Error::InvalidMembership(format!(
+            "{} addresses exceed the limit of {MAX_MEMBERS}",
+            members.len()
+        )));
+    }
+    for (i, m) in members.iter().enumerate() {
+        if !valid_address(m) {
+            let shown: String = m.chars().take(64).collect();
+            return Err(Error::InvalidMembership(format!(
+                "member {} ({shown:?}) is not host:port",
+                i + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `addr` is `host:port` as [`validate_addresses`] describes.
+pub fn valid_address(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    if !port_ok {
+        return false;
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    // A DNS name: labels of letters, digits and hyphens, not starting or ending with a
+    // hyphen, and not all digits (that would be a malformed IPv4 address).
+    host.len() <= 253
+        && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 /// An immutable member list with its epoch and ring.
 #[derive(Clone)]
 pub struct Membership {
@@ -157,6 +221,49 @@ mod tests {
 
     fn nodes(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("10.0.0.{i}:7070")).collect()
+    }
+
+    #[test]
+    fn addresses_from_outside_are_host_and_port() {
+        for ok in [
+            "127.0.0.1:7070",
+            "[::1]:1",
+            "node-1.svc.local:65535",
+            "localhost:80",
+        ] {
+            assert!(valid_address(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "x",
+            "host:",
+            "host:0",
+            "host:65536",
+            ":80",
+            "a b:80",
+            "1.2.3:80",
+            "-a:80",
+            "a..b:80",
+            "::1:80",
+            "[zz]:80",
+            "host:+80",
+            "http://h:80",
+        ] {
+            assert!(!valid_address(bad), "{bad}");
+        }
+        assert!(validate_addresses(&["a:1".into(), "b:2".into()]).is_ok());
+        assert!(validate_addresses(&[]).is_err());
+        let many: Vec<String> = (0..=MAX_MEMBERS).map(|i| format!("n{i}:1")).collect();
+        assert!(validate_addresses(&many[..MAX_MEMBERS]).is_ok());
+        let err = validate_addresses(&many).unwrap_err().to_string();
+        assert!(err.contains("1025 addresses"), "{err}");
+        let long = format!("{}:1", "x".repeat(10_000));
+        let err = validate_addresses(&[long]).unwrap_err().to_string();
+        assert!(
+            err.len() < 200,
+            "the message repeats its input: {}",
+            err.len()
+        );
     }
 
     #[test]

@@ -7,8 +7,11 @@ use std::time::Duration;
 use cache_core::Limits;
 use clap::Parser;
 
-use crate::node::CacheNode;
+use crate::node::{CacheNode, CacheNodeBuilder};
+use crate::security::TlsConfig;
 use crate::store::open_store;
+use cache_core::auth::Credentials;
+use std::path::PathBuf;
 
 /// A cachelet node: a read-through, write-through cache in front of an application's blob store.
 #[derive(Debug, Clone, Parser)]
@@ -77,6 +80,67 @@ pub struct Args {
     /// reads.
     #[arg(long, hide = true)]
     pub unfenced: bool,
+    /// The node's TLS certificate chain (PEM). With --tls-key, every listener (gRPC and
+    /// metrics) serves TLS only.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates that chain to this CA (PEM): mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The CA (PEM) that peers' certificates must chain to; the node presents --tls-cert to
+    /// them.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+    /// The auth file: TOML `[[token]]` entries of token hashes and roles. Every call then
+    /// needs `authorization: Bearer TOKEN` of a role that allows it.
+    #[arg(long)]
+    pub auth: Option<PathBuf>,
+    /// A file holding the `peer` token this node sends on its calls to other nodes.
+    #[arg(long)]
+    pub peer_token_file: Option<PathBuf>,
+    /// Serve without credentials on a non-loopback address. Anyone who can reach it can then
+    /// read, write and take over the cache.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// Reads and checks the TLS files, the auth file and the peer token file `args` name, and
+/// refuses a non-loopback listener without credentials unless `--insecure`.
+///
+/// # Errors
+/// A message naming the flag and file at fault.
+pub fn secure(args: &Args, builder: CacheNodeBuilder) -> anyhow::Result<CacheNodeBuilder> {
+    let exposure = |what: &str, addr: SocketAddr| {
+        cache_core::auth::check_exposure(what, addr.ip(), args.auth.is_some(), args.insecure)
+            .map_err(anyhow::Error::msg)
+    };
+    exposure("data, admin and peer gRPC", args.listen)?;
+    if let Some(metrics) = args.metrics {
+        exposure("metrics", metrics)?;
+    }
+    let mut builder = builder.insecure(args.insecure);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        builder = builder.tls(TlsConfig::from_files(
+            cert,
+            key,
+            args.tls_client_ca.as_deref(),
+            args.tls_ca.as_deref(),
+        )?);
+    }
+    if let Some(path) = &args.auth {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--auth: cannot read {}: {e}", path.display()))?;
+        let credentials = Credentials::parse(&text)
+            .map_err(|e| anyhow::anyhow!("--auth {}: {e}", path.display()))?;
+        builder = builder.auth(credentials);
+    }
+    if let Some(path) = &args.peer_token_file {
+        builder = builder.peer_token(crate::security::read_token_file(path)?);
+    }
+    Ok(builder)
 }
 
 /// Runs a node as `args` say until `shutdown` completes.
@@ -87,6 +151,8 @@ pub async fn run<F>(args: Args, shutdown: F) -> anyhow::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    // Certificates, credentials and the exposure rule are checked before anything is bound.
+    let builder = secure(&args, CacheNode::builder())?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?.to_string();
     let advertise = args.advertise.clone().unwrap_or(local);
@@ -95,10 +161,10 @@ where
     } else {
         args.peers.clone()
     };
-    let mut builder = CacheNode::builder();
-    if let Some(budget) = args.reply_budget {
-        builder = builder.reply_budget_bytes(budget.as_u64());
-    }
+    let builder = match args.reply_budget {
+        Some(budget) => builder.reply_budget_bytes(budget.as_u64()),
+        None => builder,
+    };
     let node = builder
         .app(&args.app)
         .store(open_store(&args.store)?)

@@ -23,6 +23,10 @@
 //! - [`serve`](mod@serve): [`CacheNode::serve`] on a bound listener with a shutdown future.
 //! - [`connections`]: bounds on connections: the accept loop with its cap below the fd
 //!   limit, [`connections::IdleIo`] (idle and preface deadlines), and the HTTP/2 settings.
+//! - [`security`]: TLS ([`security::TlsConfig`]), credentials and roles on every call (an
+//!   interceptor finds the caller, each handler authorizes it with [`cache_core::auth`]),
+//!   the peer token on calls to peers, and the refusal to serve a non-loopback address
+//!   without credentials.
 //! - [`wire`]: request errors as gRPC statuses with a machine-readable detail.
 //! - [`store`]: opening a blob store from a URL; [`store::InstrumentedStore`] for tests.
 //! - [`metrics`]: the counters in Prometheus text format.
@@ -32,7 +36,8 @@
 //! - `fuzz` (hidden): the entry point that the proptest harness and the `cargo fuzz` target
 //!   drive: inputs fed to one node's `Data` and `Peer` services, and the checks on replies.
 //!
-//! A get flows: `service` (decode, check app) → [`CacheNode`] `lookup` (validate key; check
+//! A get flows: (TLS) → `security`'s interceptor (the caller's token) → `service` (decode,
+//! authorize the caller for the app, check app) → [`CacheNode`] `lookup` (validate key; check
 //! the request's epoch and the owner; a settled key's cache hit?) → on a miss `load` (adopt a
 //! newer epoch the request carries; an unsettled key is read from the store uncached; else one
 //! store read for all concurrent misses, cached unless a write or ownership change raced it)
@@ -70,6 +75,7 @@ pub mod node;
 mod prewarm;
 mod scale;
 mod scale_state;
+pub mod security;
 pub mod serve;
 pub mod service;
 pub mod store;
@@ -78,3 +84,4 @@ pub mod wire;
 
 pub use error::{Error, Result};
 pub use node::{CacheNode, CacheNodeBuilder};
+pub use security::TlsConfig;

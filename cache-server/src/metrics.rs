@@ -60,18 +60,46 @@ pub fn record(recorder: &PrometheusRecorder, stats: &pb::NodeStats) {
     });
 }
 
-/// Serves `node`'s counters at `http://ADDR/metrics` until `shutdown` completes.
+/// How long a metrics connection may take to send its request (and, with TLS, finish the
+/// handshake) before it is dropped.
+const METRICS_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The most metrics connections served at once; more wait to be accepted.
+const METRICS_CONNECTIONS: usize = 64;
+
+/// Serves `node`'s counters at `http://ADDR/metrics` (`https://` when the node has TLS, with
+/// client certificates required when it has a client CA) until `shutdown` completes.
 ///
 /// # Errors
-/// [`crate::Error::Config`] when the exporter cannot be built or bound.
+/// [`crate::Error::Config`] when the address is not loopback and the node has neither
+/// credentials nor `insecure` set, or the TLS settings are unusable;
+/// [`crate::Error::Io`] when the address cannot be bound.
 pub async fn serve_metrics<F>(addr: SocketAddr, node: CacheNode, shutdown: F) -> crate::Result<()>
 where
     F: Future<Output = ()>,
 {
-    let (recorder, exporter) = PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .build()
-        .map_err(|e| crate::Error::Config(format!("metrics exporter on {addr}: {e}")))?;
+    node.check_exposure("metrics", addr)?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_metrics_on(listener, node, shutdown).await
+}
+
+/// [`serve_metrics`] on a bound listener.
+///
+/// # Errors
+/// [`crate::Error::Config`] when the TLS settings are unusable.
+pub async fn serve_metrics_on<F>(
+    listener: tokio::net::TcpListener,
+    node: CacheNode,
+    shutdown: F,
+) -> crate::Result<()>
+where
+    F: Future<Output = ()>,
+{
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let acceptor = match node.tls() {
+        Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls.rustls_server()?)),
+        None => None,
+    };
     let refresh = async {
         loop {
             node.entries().sync().await;
@@ -79,10 +107,72 @@ where
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    let accept = async {
+        loop {
+            let Ok(permit) = std::sync::Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let (handle, acceptor) = (handle.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match acceptor {
+                    Some(acceptor) => {
+                        let tls =
+                            tokio::time::timeout(METRICS_REQUEST_TIMEOUT, acceptor.accept(stream))
+                                .await;
+                        if let Ok(Ok(tls)) = tls {
+                            serve_scrape(tls, handle).await;
+                        }
+                    }
+                    None => serve_scrape(stream, handle).await,
+                }
+            });
+        }
+    };
     tokio::select! {
-        result = exporter => result.map_err(|e| crate::Error::Config(format!("metrics exporter: {e:?}"))),
+        () = accept => Ok(()),
         () = refresh => Ok(()),
         () = shutdown => Ok(()),
+    }
+}
+
+/// Answers one connection's scrapes: the rendered counters for `GET /metrics`, 404 else.
+async fn serve_scrape<S>(stream: S, handle: metrics_exporter_prometheus::PrometheusHandle)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::Full;
+    use hyper::{Response, StatusCode};
+
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let handle = handle.clone();
+        async move {
+            if req.uri().path() == "/metrics" {
+                Response::builder()
+                    .header("content-type", "text/plain; version=0.0.4")
+                    .body(Full::new(bytes::Bytes::from(handle.render())))
+            } else {
+                Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body(Full::new(bytes::Bytes::from_static(b"not found\n")))
+            }
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .header_read_timeout(METRICS_REQUEST_TIMEOUT)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "metrics connection failed");
     }
 }
 

@@ -71,6 +71,7 @@ pub struct CacheNodeBuilder {
     fencing: bool,
     reply_budget_bytes: Option<u64>,
     scale: crate::scale_state::ScaleConfig,
+    pub(crate) security: crate::security::Security,
 }
 
 impl Default for CacheNodeBuilder {
@@ -91,6 +92,7 @@ impl Default for CacheNodeBuilder {
             fencing: true,
             reply_budget_bytes: None,
             scale: crate::scale_state::ScaleConfig::default(),
+            security: crate::security::Security::default(),
         }
     }
 }
@@ -312,6 +314,7 @@ impl CacheNodeBuilder {
                 hot_threshold: self.hot_threshold,
                 invalidations: broadcast::channel(INVALIDATION_BACKLOG).0,
                 conditional: Default::default(),
+                security: self.security,
             }),
         })
     }
@@ -379,6 +382,8 @@ pub(crate) struct Inner {
     /// Serialises writes per stripe of keys, only on stores without conditional writes
     /// (see [`CacheNode::put`]).
     conditional: ConditionalFallback,
+    /// TLS, credentials and the peer token (see [`crate::security`]).
+    pub(crate) security: crate::security::Security,
 }
 
 /// Stripes of locks for stores that lack conditional writes.

@@ -29,7 +29,7 @@ use cache_core::{Entry, Error, Membership, Version, key_hash};
 use cache_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::node::CacheNode;
 use crate::scale_state::{Departed, Gained, ScaleState, Written, lock};
@@ -76,25 +76,27 @@ impl CacheNode {
         self.addr().unwrap_or_default().to_owned()
     }
 
-    /// A channel to a peer node, opened lazily and reused.
-    pub(crate) fn peer(&self, addr: &str) -> Channel {
+    /// A channel to a peer node, opened lazily and reused, carrying the node's peer token
+    /// (and, with TLS, its certificate).
+    pub(crate) fn peer(&self, addr: &str) -> crate::security::PeerChannel {
         let mut peers = lock(&self.scale().peers);
-        peers
+        let channel = peers
             .entry(addr.to_owned())
             .or_insert_with(|| {
-                Endpoint::from_shared(format!("http://{addr}"))
+                self.peer_endpoint(addr)
                     .map(|e| {
                         e.connect_timeout(PEER_TIMEOUT)
                             .tcp_nodelay(true)
                             .connect_lazy()
                     })
-                    .unwrap_or_else(|_| {
-                        // An address that is no URI authority cannot be a peer; calls to it
-                        // fail at once.
+                    .unwrap_or_else(|| {
+                        // An address that is no URI authority (or, with TLS, a node without
+                        // a peer CA) cannot be a peer; calls to it fail at once.
                         Endpoint::from_static("http://invalid.invalid").connect_lazy()
                     })
             })
-            .clone()
+            .clone();
+        self.with_peer_token(channel)
     }
 
     /// On start: takes the newest epoch from the store, or claims epoch 1 for the configured

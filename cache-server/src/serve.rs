@@ -27,8 +27,13 @@ impl CacheNode {
     /// `advertise`, the node's own address is the listener's local address, and it must be in
     /// the member list.
     ///
+    /// With TLS ([`crate::node::CacheNodeBuilder::tls`]) every connection is TLS; with
+    /// credentials ([`crate::node::CacheNodeBuilder::auth`]) every call needs a token.
+    ///
     /// # Errors
-    /// [`crate::Error::Config`] when the node's address is not a member; transport errors.
+    /// [`crate::Error::Config`] when the node's address is not a member, or when the listener
+    /// is not on a loopback address and the node has neither credentials nor `insecure` set
+    /// (see [`crate::security`]); transport errors.
     ///
     /// # Examples
     /// ```no_run
@@ -52,6 +57,8 @@ impl CacheNode {
         F: Future<Output = ()> + Send + 'static,
     {
         let local = listener.local_addr()?;
+        self.check_exposure("data, admin and peer gRPC", local)?;
+        self.check_security()?;
         self.set_addr(local.to_string())?;
         // The membership epoch comes from the store before anything is served.
         self.boot().await?;
@@ -113,7 +120,12 @@ impl CacheNode {
         // delay: tonic's `tcp_nodelay` applies only to listeners that it binds itself).
         let limits = &self.inner.connections;
         let incoming = crate::connections::incoming(listener, limits);
-        let serving = crate::connections::tune(Server::builder(), limits)
+        let mut server = crate::connections::tune(Server::builder(), limits);
+        if let Some(tls) = self.tls() {
+            server = server.tls_config(tls.tonic_server())?;
+        }
+        let serving = server
+            .layer(tonic::service::InterceptorLayer::new(self.authenticator()))
             // Fixed flow-control windows rather than adaptive ones: h2 closes a connection
             // whose unread small DATA frames pass a budget of half the connection window, and
             // clients send many small batches. 4 MiB per connection (a 2 MiB budget, about

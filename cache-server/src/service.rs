@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_core::Error;
+use cache_core::auth::Action;
 use cache_proto::v1 as pb;
 use futures::Stream;
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
@@ -335,6 +336,12 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::BatchReply, Status>> + S
 #[tonic::async_trait]
 impl pb::data_server::Data for DataService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Value>, Status> {
+        self.node.allow(
+            &request,
+            Action::Data {
+                app: &request.get_ref().app,
+            },
+        )?;
         let req = request.into_inner();
         let node = &self.node;
         let account = node.reply_budget().call_account(self.max_reply_bytes());
@@ -362,6 +369,12 @@ impl pb::data_server::Data for DataService {
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::Written>, Status> {
+        self.node.allow(
+            &request,
+            Action::Data {
+                app: &request.get_ref().app,
+            },
+        )?;
         let req = request.into_inner();
         let node = &self.node;
         let result = async {
@@ -379,6 +392,12 @@ impl pb::data_server::Data for DataService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::Deleted>, Status> {
+        self.node.allow(
+            &request,
+            Action::Data {
+                app: &request.get_ref().app,
+            },
+        )?;
         let req = request.into_inner();
         let node = &self.node;
         let result = async {
@@ -392,6 +411,12 @@ impl pb::data_server::Data for DataService {
     }
 
     async fn batch(&self, request: Request<pb::Batch>) -> Result<Response<pb::BatchReply>, Status> {
+        self.node.allow(
+            &request,
+            Action::Data {
+                app: &request.get_ref().app,
+            },
+        )?;
         let batch = request.into_inner();
         let node = &self.node;
         if let Err(e) = check_batch(node, &batch) {
@@ -424,6 +449,7 @@ impl pb::data_server::Data for DataService {
         &self,
         request: Request<Streaming<pb::Batch>>,
     ) -> Result<Response<Self::PipeStream>, Status> {
+        let caller = crate::security::caller(&request);
         let mut inbound = request.into_inner();
         let node = self.node.clone();
         let mut shutdown = self.shutdown.clone();
@@ -501,7 +527,9 @@ impl pb::data_server::Data for DataService {
                 };
                 // A batch refused whole ends the stream with one status, not one per op,
                 // once the ops in progress are answered.
-                if let Err(e) = check_batch(&node, &batch) {
+                let app = Action::Data { app: &batch.app };
+                let checked = node.authorize(caller.as_ref(), app);
+                if let Err(e) = checked.and_then(|()| check_batch(&node, &batch)) {
                     end = Some(to_status(&e));
                     reading = false;
                     continue;
@@ -544,6 +572,12 @@ impl pb::data_server::Data for DataService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.node.allow(
+            &request,
+            Action::Data {
+                app: &request.get_ref().app,
+            },
+        )?;
         self.node
             .check_app(&request.get_ref().app)
             .map_err(|e| to_status(&e))?;
@@ -599,8 +633,9 @@ impl AdminService {
 impl pb::admin_server::Admin for AdminService {
     async fn members(
         &self,
-        _request: Request<pb::MembersRequest>,
+        request: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersReply>, Status> {
+        self.node.allow(&request, Action::Members)?;
         let m = self.node.membership();
         Ok(Response::new(pb::MembersReply {
             epoch: m.epoch(),
@@ -611,8 +646,9 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn stats(
         &self,
-        _request: Request<pb::StatsRequest>,
+        request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::NodeStats>, Status> {
+        self.node.allow(&request, Action::Stats)?;
         // moka applies evictions and size bookkeeping in batches; apply them so that the
         // counts are exact.
         self.node.entries().sync().await;
@@ -621,8 +657,9 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn health(
         &self,
-        _request: Request<pb::HealthRequest>,
+        request: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthReply>, Status> {
+        self.node.allow(&request, Action::Health)?;
         let member = self
             .node
             .addr()
@@ -638,7 +675,7 @@ impl pb::admin_server::Admin for AdminService {
         };
         Ok(Response::new(pb::HealthReply {
             status: status as i32,
-            app: self.node.app().to_owned(),
+            app: self.node.app_for(&request),
             epoch: self.node.membership().epoch(),
         }))
     }
@@ -647,6 +684,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::SetMembersRequest>,
     ) -> Result<Response<pb::SetMembersReply>, Status> {
+        crate::security::check_set_members(&self.node, &request)?;
         let req = request.into_inner();
         let adopted = if req.relay {
             // An epoch another node claimed: adopt what its record in the store says.
@@ -671,8 +709,9 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn advice(
         &self,
-        _request: Request<pb::AdviceRequest>,
+        request: Request<pb::AdviceRequest>,
     ) -> Result<Response<pb::AdviceReply>, Status> {
+        self.node.allow(&request, Action::Advice)?;
         Ok(Response::new(self.node.advice().await))
     }
 }
@@ -696,6 +735,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<Streaming<pb::HandoffBatch>>,
     ) -> Result<Response<pb::HandoffReply>, Status> {
+        self.node.allow(&request, Action::Peer)?;
         let mut inbound = request.into_inner();
         let mut reply = pb::HandoffReply::default();
         while let Some(batch) = inbound.message().await? {
@@ -723,6 +763,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::PeekRequest>,
     ) -> Result<Response<pb::PeekReply>, Status> {
+        self.node.allow(&request, Action::Peer)?;
         let req = request.into_inner();
         self.node.check_app(&req.app).map_err(|e| to_status(&e))?;
         let mut _held = Held::none();
@@ -750,6 +791,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<pb::FenceRequest>,
     ) -> Result<Response<pb::FenceReply>, Status> {
+        self.node.allow(&request, Action::Peer)?;
         let req = request.into_inner();
         self.node.check_app(&req.app).map_err(|e| to_status(&e))?;
         let (epoch, sealed) = self

@@ -27,6 +27,8 @@ pub fn to_wire(err: &Error) -> pb::Error {
         Error::Overloaded(_) => (pb::ErrorCode::Overloaded, 0, Vec::new()),
         Error::NotSettled(_) => (pb::ErrorCode::NotSettled, 0, Vec::new()),
         Error::VersionMismatch { .. } => (pb::ErrorCode::VersionMismatch, 0, Vec::new()),
+        Error::Unauthenticated(_) => (pb::ErrorCode::Unauthenticated, 0, Vec::new()),
+        Error::PermissionDenied(_) => (pb::ErrorCode::PermissionDenied, 0, Vec::new()),
         Error::InvalidRequest(_) | Error::InvalidMembership(_) => {
             (pb::ErrorCode::InvalidRequest, 0, Vec::new())
         }

@@ -22,6 +22,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// Test certificates could not be generated or written.
+    #[error("test certificates: {0}")]
+    Certs(String),
     /// The moto S3 emulator is missing, did not start, or refused a request.
     #[error("moto: {0}")]
     Moto(String),

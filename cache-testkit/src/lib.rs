@@ -11,6 +11,9 @@
 //!   (which linearizability cannot express).
 //! - [`moto`]: the moto S3 emulator as a child process ([`moto::Moto`]), which the S3 tests and
 //!   `cache-bench check` start, stop, freeze and restart.
+//! - [`certs`]: test certificates made at run time ([`certs::TestPki`]): a CA, a node
+//!   certificate for `127.0.0.1` and `localhost`, a client certificate, and a CA nobody
+//!   trusts, written to a temporary directory.
 //! - [`error`]: the crate's [`Error`].
 //!
 //! A history flows: each task calls [`Recorder::now_ns`] before an operation and
@@ -20,6 +23,7 @@
 //! linearization, and labels and shrinks what fails → [`linear::Report`]. For bounded
 //! staleness, [`staleness::events_from_history`] → [`staleness::check`] instead.
 
+pub mod certs;
 pub mod error;
 pub mod history;
 pub mod linear;

@@ -23,6 +23,11 @@ impl Server {
         Self::try_spawn_at("127.0.0.1:0", args, env).expect("start cache-server")
     }
 
+    /// Starts the binary with `--listen listen` and `args`.
+    pub fn spawn_at(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
+        Self::try_spawn_at(listen, args, env)
+    }
+
     /// Starts the binary on a port this process picked, retrying on another port when the
     /// server reports the address in use (another process took it meanwhile). `args` is given
     /// the address, for flags that name it (such as `--peers`).
