@@ -346,15 +346,20 @@ async fn node_totals(client: &CacheClient) -> anyhow::Result<NodeTotals> {
     Ok(t)
 }
 
+/// The version length the offline simulators charge per entry.
+const SIM_VERSION_BYTES: u64 = 32;
+
 fn sim_requests(plan: &Plan, requests: &[crate::workload::Request]) -> Vec<SimRequest> {
     requests
         .iter()
         .map(|r| SimRequest {
             key: r.key,
             write: r.write,
-            // What the cache's weigher charges: key, value and per-entry overhead.
+            // What the cache's weigher charges: key, value, version and per-entry overhead.
+            // Versions are not known offline; a store's ETag is about 32 bytes.
             weight: u64::from(r.size)
                 + plan.names[r.key as usize].len() as u64
+                + SIM_VERSION_BYTES
                 + ENTRY_OVERHEAD_BYTES,
         })
         .collect()

@@ -34,7 +34,7 @@ pub mod prewarm;
 pub mod ring;
 pub mod version;
 
-pub use entries::{Entry, EntryStats, EntryStore, Lookup};
+pub use entries::{ENTRY_OVERHEAD_BYTES, Entry, EntryStats, EntryStore, Lookup};
 pub use error::{Error, Result};
 pub use limits::{
     DEFAULT_MAX_VALUE_BYTES, Limits, MAX_KEY_BYTES, RESERVED_KEY, RESERVED_PREFIX, validate_key,
