@@ -181,3 +181,15 @@ async fn the_documented_scale_out_flow_hands_entries_over() {
     b.terminate();
     a.terminate();
 }
+
+/// SIGTERM straight after start-up stops the server cleanly: the signal handlers are installed
+/// before the node starts, not when it first waits for a signal.
+#[test]
+fn sigterm_right_after_start_up_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    for _ in 0..3 {
+        let server = common::Server::spawn(&["--app", "early", "--store", &store], &[]);
+        server.terminate();
+    }
+}
