@@ -119,7 +119,7 @@ pub fn exit_code(err: &Error) -> u8 {
         Error::NotFound(_) => 1,
         e if e.is_denied() => 4,
         e if e.is_invalid_argument() => 2,
-        Error::Config(_) => 2,
+        Error::Config(_) | Error::StoreRejected(_) => 2,
         _ => 3,
     }
 }

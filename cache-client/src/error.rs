@@ -132,6 +132,8 @@ impl Error {
             Code::DeadlineExceeded => Error::Timeout(Duration::ZERO),
             Code::ResourceExhausted => Error::Overloaded(msg),
             Code::Aborted => Error::VersionMismatch(msg),
+            // tonic's own limit on a message's size.
+            Code::OutOfRange => Error::ValueTooLarge(msg),
             Code::Unauthenticated => Error::Unauthenticated(msg),
             Code::PermissionDenied => Error::PermissionDenied(msg),
             Code::Unavailable | Code::Cancelled | Code::Unknown => Error::Unavailable(msg),

@@ -17,7 +17,7 @@
 //!   caller, which asked before the write finished, but is not cached.
 //! - **An unknown outcome.** A write that failed in a way that may still have reached the
 //!   store (a timeout, an outage) leaves nothing cached, and marks its key *suspect* for a
-//!   while ([`EntryStoreBuilder::suspect_for`]): loads of a suspect key are served but not
+//!   while ([`EntryStore::with_suspect_window`]): loads of a suspect key are served but not
 //!   cached, so a write that lands late cannot leave an older copy behind for good.
 //!
 //! Concurrent misses on one key share one load (moka's `try_get_with`).

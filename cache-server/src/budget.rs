@@ -48,9 +48,13 @@ pub fn stream_cap(max_value_bytes: u64) -> u64 {
 /// The documented bound on a node's resident memory, for a cache of `capacity_bytes` and a
 /// reply budget of `reply_budget_bytes`:
 ///
-/// RSS ≤ K × capacity + K × reply budget + C, with K = 2 and C = 64 MiB.
+/// RSS ≤ K × (capacity + reply budget) + C, with K = 3 and C = 64 MiB.
 ///
-/// See the README's "Memory" section for how K and C were measured.
+/// K covers what the weigher and the budget do not see: the allocator's free lists, the ghost
+/// list of evicted keys (one small entry per KiB of capacity), and the copies of a reply that
+/// the transport holds after the budget let it go (the encoded message, and the HTTP/2 send
+/// buffer). Measured peaks at ten times capacity came to 1.8–2.9 times (capacity + budget)
+/// beyond C; see the README's "Memory" section.
 pub fn rss_bound(capacity_bytes: u64, reply_budget_bytes: u64) -> u64 {
     RSS_FACTOR
         .saturating_mul(capacity_bytes.saturating_add(reply_budget_bytes))
@@ -58,7 +62,7 @@ pub fn rss_bound(capacity_bytes: u64, reply_budget_bytes: u64) -> u64 {
 }
 
 /// K in [`rss_bound`].
-pub const RSS_FACTOR: u64 = 2;
+pub const RSS_FACTOR: u64 = 3;
 
 /// C in [`rss_bound`]: the process's own footprint (code, runtime, connection buffers).
 pub const RSS_BASE_BYTES: u64 = 64 << 20;
@@ -72,6 +76,7 @@ fn units(bytes: u64) -> u32 {
 pub struct ReplyBudget {
     node: Arc<Semaphore>,
     units: u32,
+    off: bool,
 }
 
 impl ReplyBudget {
@@ -82,6 +87,16 @@ impl ReplyBudget {
         Self {
             node: Arc::new(Semaphore::new(units as usize)),
             units,
+            off: false,
+        }
+    }
+
+    /// A budget that holds nothing: every hold succeeds at once. Unsafe: only for checking
+    /// that the memory tests catch a node without one.
+    pub fn unbounded() -> Self {
+        Self {
+            off: true,
+            ..Self::new(DEFAULT_REPLY_BUDGET_BYTES)
         }
     }
 
@@ -102,6 +117,7 @@ impl ReplyBudget {
             node: Arc::clone(&self.node),
             node_units: self.units,
             own: None,
+            off: self.off,
         }
     }
 
@@ -126,6 +142,7 @@ impl ReplyBudget {
                 units: cap,
                 share,
             }),
+            off: self.off,
         }
     }
 }
@@ -152,6 +169,7 @@ pub struct Account {
     node: Arc<Semaphore>,
     node_units: u32,
     own: Option<Own>,
+    off: bool,
 }
 
 impl Account {
@@ -162,6 +180,9 @@ impl Account {
     /// [`Error::Overloaded`] when the call's share is full (a `Batch`), or when there is no
     /// room before `wait` passes.
     pub async fn hold(&self, bytes: u64, wait: Duration) -> Result<Held, Error> {
+        if self.off {
+            return Ok(Held::none());
+        }
         let want = units(bytes).max(1);
         let work = async {
             let own = match &self.own {

@@ -80,6 +80,10 @@ pub struct Args {
     /// reads.
     #[arg(long, hide = true)]
     pub unfenced: bool,
+    /// Switches the reply budget off. Unsafe: only for checking that the memory tests catch a
+    /// node that allocates without bound.
+    #[arg(long, hide = true)]
+    pub unbounded_replies: bool,
     /// The node's TLS certificate chain (PEM). With --tls-key, every listener (gRPC and
     /// metrics) serves TLS only.
     #[arg(long, requires = "tls_key")]
@@ -178,6 +182,7 @@ where
         .prewarm_fraction(args.prewarm_fraction)
         .gossip_interval(Duration::from_millis(args.gossip_interval_ms.max(1)))
         .fencing(!args.unfenced)
+        .bounded_replies(!args.unbounded_replies)
         .idle_timeout(Duration::from_millis(args.idle_timeout_ms))
         .preface_timeout(Duration::from_millis(args.preface_timeout_ms));
     let node = match args.max_connections {

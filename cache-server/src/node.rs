@@ -70,6 +70,7 @@ pub struct CacheNodeBuilder {
     hot_threshold: u32,
     fencing: bool,
     reply_budget_bytes: Option<u64>,
+    bounded_replies: bool,
     scale: crate::scale_state::ScaleConfig,
     pub(crate) security: crate::security::Security,
 }
@@ -91,6 +92,7 @@ impl Default for CacheNodeBuilder {
             hot_threshold: DEFAULT_HOT_THRESHOLD,
             fencing: true,
             reply_budget_bytes: None,
+            bounded_replies: true,
             scale: crate::scale_state::ScaleConfig::default(),
             security: crate::security::Security::default(),
         }
@@ -185,6 +187,13 @@ impl CacheNodeBuilder {
     /// two maximal values ([`crate::budget::default_budget`]).
     pub fn reply_budget_bytes(mut self, bytes: u64) -> Self {
         self.reply_budget_bytes = Some(bytes);
+        self
+    }
+
+    /// Whether replies hold the reply budget at all. Default: true. Unsafe when false: only
+    /// for checking that the memory tests catch a node without a budget.
+    pub fn bounded_replies(mut self, on: bool) -> Self {
+        self.bounded_replies = on;
         self
     }
 
@@ -286,9 +295,13 @@ impl CacheNodeBuilder {
         let me = self_addr.get().cloned().unwrap_or_default();
         let ownership = Ownership::new(me, membership, self.fencing);
         let epochs = crate::epochs::Epochs::new(Arc::clone(&store), ownership, self.store_timeout);
-        let budget = ReplyBudget::new(self.reply_budget_bytes.unwrap_or_else(|| {
-            crate::budget::default_budget(self.capacity_bytes, self.limits.max_value_bytes)
-        }));
+        let budget = if self.bounded_replies {
+            ReplyBudget::new(self.reply_budget_bytes.unwrap_or_else(|| {
+                crate::budget::default_budget(self.capacity_bytes, self.limits.max_value_bytes)
+            }))
+        } else {
+            ReplyBudget::unbounded()
+        };
         Ok(CacheNode {
             inner: Arc::new(Inner {
                 app,

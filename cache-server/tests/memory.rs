@@ -213,14 +213,32 @@ fn gets(key: &str, n: u64, fallback: bool) -> Vec<pb::Op> {
         .collect()
 }
 
-/// One `Batch` of 4,096 gets of a cached 1 MiB value asked a node for a 4 GiB reply. Now the
-/// reply carries one message's worth of values, the other ops are refused with
-/// `RESOURCE_EXHAUSTED`, and the node stays under its bound.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_of_4096_gets_of_a_1mib_value_is_bounded() {
+/// What one run of an amplification case saw.
+#[derive(Debug)]
+struct Seen {
+    /// Value replies, and replies refused with `RESOURCE_EXHAUSTED` (a `Batch`).
+    values: usize,
+    refused: usize,
+    /// The most reply bytes the node held at once (a slow reader).
+    held: u64,
+    /// The canary's successful and failed gets.
+    ok: u64,
+    failed: u64,
+    peak: u64,
+}
+
+/// The bound of a node with the default reply budget for `capacity`.
+fn default_bound(capacity: u64) -> u64 {
+    rss_bound(
+        capacity,
+        cache_server::budget::default_budget(capacity, 16 * MIB),
+    )
+}
+
+/// `ops` gets of a cached 1 MiB value in one `Batch`, with a canary beside it.
+async fn batch_of_gets(ops: u64, extra: &[&str]) -> Seen {
     let dir = tempfile::tempdir().unwrap();
-    let capacity = 64 * MIB;
-    let node = server(dir.path(), capacity, &[]);
+    let node = server(dir.path(), 64 * MIB, extra);
     let cache = client(&node.addr).await;
     cache.put("big", vec![7u8; 1 << 20]).await.unwrap();
     let canary = Canary::start(&node.addr).await;
@@ -228,50 +246,44 @@ async fn a_batch_of_4096_gets_of_a_1mib_value_is_bounded() {
     let batch = pb::Batch {
         app: "mem".into(),
         timeout_ms: 5_000,
-        ops: gets("big", 4096, false),
+        ops: gets("big", ops, false),
     };
     let reply = data.batch(batch).await.unwrap().into_inner();
-    let values = reply
-        .replies
-        .iter()
-        .filter(|r| matches!(r.result, Some(pb::reply::Result::Value(_))))
-        .count();
-    let refused = reply
-        .replies
-        .iter()
-        .filter(|r| {
-            matches!(&r.result, Some(pb::reply::Result::Error(e)) if e.code() == pb::ErrorCode::Overloaded)
-        })
-        .count();
-    let (ok, failed) = canary.finish().await;
-    let stats = cache.stats().await.unwrap().nodes.remove(0).stats.unwrap();
-    let (_, peak) = node.rss();
-    let bound = rss_bound(capacity, stats.reply_budget_bytes);
-    eprintln!(
-        "batch: {values} values, {refused} refused; canary {ok} ok, {failed} failed; peak {} MiB, bound {} MiB",
-        peak / MIB,
-        bound / MIB
+    assert_eq!(reply.replies.len() as u64, ops);
+    let count = |f: &dyn Fn(&pb::reply::Result) -> bool| {
+        reply
+            .replies
+            .iter()
+            .filter(|r| r.result.as_ref().is_some_and(f))
+            .count()
+    };
+    let values = count(&|r| matches!(r, pb::reply::Result::Value(_)));
+    let refused = count(
+        &|r| matches!(r, pb::reply::Result::Error(e) if e.code() == pb::ErrorCode::Overloaded),
     );
-    assert_eq!(reply.replies.len(), 4096);
-    assert!((1..=17).contains(&values), "{values} values in one reply");
-    assert_eq!(values + refused, 4096);
-    assert!(ok > 0 && failed == 0, "canary: {ok} ok, {failed} failed");
-    assert!(peak <= bound, "peak RSS {peak} over {bound}");
+    drop(reply);
+    let (ok, failed) = canary.finish().await;
+    let (_, peak) = node.rss();
+    Seen {
+        values,
+        refused,
+        held: 0,
+        ok,
+        failed,
+        peak,
+    }
 }
 
-/// A client sends 4,096 fallback gets of a 1 MiB value on one `Pipe` and never reads the
-/// replies. The stream holds at most its share of the budget; the node stays under its bound
-/// and a canary is served throughout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_that_never_reads_holds_only_its_share() {
+/// `ops` fallback gets of a 1 MiB value on one `Pipe` whose replies are never read, watched
+/// for 5 s, with a canary beside it.
+async fn reader_that_never_reads(ops: u64, extra: &[&str]) -> Seen {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("big"), vec![7u8; 1 << 20]).unwrap();
-    let capacity = 64 * MIB;
-    let node = server(dir.path(), capacity, &[]);
+    let node = server(dir.path(), 64 * MIB, extra);
     let canary = Canary::start(&node.addr).await;
     let mut data = raw(&node.addr).await;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    for chunk in gets("big", 4096, true).chunks(512) {
+    for chunk in gets("big", ops, true).chunks(512) {
         tx.send(pb::Batch {
             app: "mem".into(),
             timeout_ms: 20_000,
@@ -293,24 +305,69 @@ async fn a_reader_that_never_reads_holds_only_its_share() {
         held = held.max(stats.reply_held_bytes);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let stats = cache.stats().await.unwrap().nodes.remove(0).stats.unwrap();
     let (ok, failed) = canary.finish().await;
     let (_, peak) = node.rss();
-    let bound = rss_bound(capacity, stats.reply_budget_bytes);
-    eprintln!(
-        "slow reader: held at most {} MiB of a {} MiB budget; canary {ok} ok, {failed} failed; peak {} MiB, bound {} MiB",
-        held / MIB,
-        stats.reply_budget_bytes / MIB,
-        peak / MIB,
-        bound / MIB
-    );
-    assert!(held > 0, "the stream's replies must be held");
-    assert!(
-        held <= cache_server::budget::stream_cap(16 * MIB) + MIB,
-        "one stream held {held} bytes"
-    );
-    assert!(ok > 0 && failed == 0, "canary: {ok} ok, {failed} failed");
-    assert!(peak <= bound, "peak RSS {peak} over {bound}");
     drop(replies);
     drop(tx);
+    Seen {
+        values: 0,
+        refused: 0,
+        held,
+        ok,
+        failed,
+        peak,
+    }
+}
+
+/// One `Batch` of 4,096 gets of a cached 1 MiB value asked a node for a 4 GiB reply. Now the
+/// reply carries one message's worth of values, the other ops are refused with
+/// `RESOURCE_EXHAUSTED`, and the node stays under its bound while a canary is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_4096_gets_of_a_1mib_value_is_bounded() {
+    let seen = batch_of_gets(4096, &[]).await;
+    let bound = default_bound(64 * MIB);
+    eprintln!("batch: {seen:?}, bound {} MiB", bound / MIB);
+    assert!((1..=17).contains(&seen.values), "{seen:?}");
+    assert_eq!(seen.values + seen.refused, 4096);
+    assert!(seen.ok > 0 && seen.failed == 0, "{seen:?}");
+    assert!(seen.peak <= bound, "peak RSS {} over {bound}", seen.peak);
+}
+
+/// The negative control: with the budget switched off, a batch of only 512 such gets takes
+/// the node over its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_budget_a_batch_breaks_the_bound() {
+    let seen = batch_of_gets(512, &["--unbounded-replies"]).await;
+    let bound = default_bound(64 * MIB);
+    eprintln!("unbounded batch: {seen:?}, bound {} MiB", bound / MIB);
+    assert_eq!(seen.values, 512, "{seen:?}");
+    assert!(seen.peak > bound, "peak RSS {} within {bound}", seen.peak);
+}
+
+/// A client sends 4,096 fallback gets of a 1 MiB value on one `Pipe` and never reads the
+/// replies. The stream holds at most its share of the budget; the node stays under its bound
+/// and a canary is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_never_reads_holds_only_its_share() {
+    let seen = reader_that_never_reads(4096, &[]).await;
+    let bound = default_bound(64 * MIB);
+    eprintln!("slow reader: {seen:?}, bound {} MiB", bound / MIB);
+    assert!(seen.held > 0, "the stream's replies must be held");
+    assert!(
+        seen.held <= cache_server::budget::stream_cap(16 * MIB) + MIB,
+        "one stream held {} bytes",
+        seen.held
+    );
+    assert!(seen.ok > 0 && seen.failed == 0, "{seen:?}");
+    assert!(seen.peak <= bound, "peak RSS {} over {bound}", seen.peak);
+}
+
+/// The negative control: with the budget switched off, 512 such gets take the node over its
+/// bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_budget_a_reader_that_never_reads_breaks_the_bound() {
+    let seen = reader_that_never_reads(512, &["--unbounded-replies"]).await;
+    let bound = default_bound(64 * MIB);
+    eprintln!("unbounded slow reader: {seen:?}, bound {} MiB", bound / MIB);
+    assert!(seen.peak > bound, "peak RSS {} within {bound}", seen.peak);
 }
