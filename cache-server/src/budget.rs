@@ -184,6 +184,10 @@ impl Account {
             return Ok(Held::none());
         }
         let want = units(bytes).max(1);
+        // The common case: room in both, taken without a timer.
+        if let Some(held) = self.try_hold(want) {
+            return Ok(held);
+        }
         let work = async {
             let own = match &self.own {
                 None => None,
@@ -222,6 +226,26 @@ impl Account {
                 "the node's reply budget stayed full until the deadline".into(),
             )),
         }
+    }
+}
+
+impl Account {
+    /// Takes `want` units from the share and the node budget at once, if both have room.
+    fn try_hold(&self, want: u32) -> Option<Held> {
+        let own = match &self.own {
+            None => None,
+            Some(own) => Some(
+                Arc::clone(&own.sem)
+                    .try_acquire_many_owned(want.min(own.units))
+                    .ok()?,
+            ),
+        };
+        let node = Arc::clone(&self.node)
+            .try_acquire_many_owned(want.min(self.node_units))
+            .ok()?;
+        Some(Held {
+            permits: vec![node].into_iter().chain(own).collect(),
+        })
     }
 }
 

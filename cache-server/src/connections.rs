@@ -277,14 +277,16 @@ impl IdleIo {
             return true;
         }
         loop {
-            let deadline = self.deadline();
-            // Reads move the deadline; the timer catches up only when it fires or is polled.
-            if self.timer.deadline() != deadline {
-                self.timer.as_mut().reset(deadline);
-            }
+            // Reads only move the deadline later, so the timer is never late. It catches up
+            // when it fires, not on every read: resetting a timer costs a trip to the timer
+            // driver, and a busy connection reads thousands of times a second.
             match self.timer.as_mut().poll(cx) {
                 Poll::Pending => return false,
-                Poll::Ready(()) if Instant::now() >= self.deadline() => {
+                Poll::Ready(()) if Instant::now() < self.deadline() => {
+                    let deadline = self.deadline();
+                    self.timer.as_mut().reset(deadline);
+                }
+                Poll::Ready(()) => {
                     self.expired = true;
                     let phase = if self.last_read.is_some() {
                         "idle"
@@ -298,7 +300,6 @@ impl IdleIo {
                     );
                     return true;
                 }
-                Poll::Ready(()) => continue,
             }
         }
     }
