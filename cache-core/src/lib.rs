@@ -10,6 +10,9 @@
 //! - [`version`]: [`Version`], the store's ETag for a blob's content.
 //! - [`entries`]: the [`EntryStore`] on `moka`, with read-through and write-through
 //!   primitives that keep the cache from holding content the store no longer has.
+//! - [`lease`]: read leases: the home node's [`lease::Directory`] of who holds a copy until
+//!   when, and a client's [`lease::Holder`]; a write completes only once every copy is
+//!   invalid.
 //! - [`hot`]: a count-min [`hot::FrequencySketch`] that marks keys read often, in O(1).
 //! - [`advisor`]: the scaling [`advisor::Advisor`], a pure function of observed figures.
 //! - [`prewarm`]: hot-key manifests and the plan for loading them after scale-to-zero.
@@ -29,6 +32,7 @@ pub mod entries;
 pub mod error;
 pub mod fence;
 pub mod hot;
+pub mod lease;
 pub mod limits;
 pub mod prewarm;
 pub mod ring;
