@@ -291,7 +291,7 @@ impl Model {
             // The invalidation stream breaks (what was on it is lost), or opens again.
             _ => {
                 let c = &mut self.clients[h];
-                if c.holder.is_connected() && ms % 2 == 0 {
+                if c.holder.is_connected() && ms.is_multiple_of(2) {
                     c.holder.broken();
                     c.invalidations.clear();
                     c.acks.clear();
