@@ -666,3 +666,64 @@ async fn metrics_are_plain_http_without_tls() {
     }
     assert!(get("/other").await.starts_with("HTTP/1.1 404"));
 }
+
+/// Relays, fence requests and gossip go only to members of the current or an earlier list: a
+/// listener that is in no list is never dialled through a scale event and several gossip
+/// rounds. Negative control: once it is named in a list, the nodes dial it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_dial_only_members() {
+    let stranger = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stranger_addr = stranger.local_addr().unwrap().to_string();
+    let dialled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accept = tokio::spawn({
+        let dialled = Arc::clone(&dialled);
+        async move {
+            // Hold every connection open, so that a node retrying does not count twice as fast.
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = stranger.accept().await {
+                dialled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(conn);
+            }
+        }
+    });
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let cluster = LocalCluster::start(2, |b| {
+        b.app(APP)
+            .store(Arc::clone(&store))
+            .fence_grace(Duration::from_millis(200))
+            .gossip_interval(Duration::from_millis(50))
+            .prewarm(false)
+    })
+    .await
+    .unwrap();
+    let addrs = cluster.addrs();
+    let admin = CacheClient::builder()
+        .app(APP)
+        .nodes(addrs.clone())
+        .timeout(Duration::from_secs(3))
+        .build()
+        .await
+        .unwrap();
+    let epoch = admin
+        .set_members(None, vec![addrs[0].clone()])
+        .await
+        .unwrap();
+    let epoch = admin
+        .set_members(None, addrs.clone())
+        .await
+        .unwrap()
+        .max(epoch);
+    for node in cluster.nodes() {
+        wait_until(|| node.node.membership().epoch() == epoch).await;
+    }
+    // An observation window of twenty gossip rounds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = dialled.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(seen, 0, "a node dialled an address in no member list");
+    // The control: named as a member, the stranger is dialled (relays, fences, gossip).
+    let mut with_stranger = addrs.clone();
+    with_stranger.push(stranger_addr);
+    admin.set_members(None, with_stranger).await.unwrap();
+    wait_until(|| dialled.load(std::sync::atomic::Ordering::SeqCst) > 0).await;
+    accept.abort();
+}
