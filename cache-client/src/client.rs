@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::conn::{ConnConfig, NodeConn};
 use crate::error::{Error, Result};
+use crate::leases::{NodeLeases, hold_leases};
 use crate::local::{LocalAdmission, LocalTier, watch_node};
 
 /// How fresh a read must be. Set per client ([`CacheClientBuilder::consistency`]) and per call
@@ -103,6 +104,8 @@ pub struct ClientStats {
     pub local_unchecked: u64,
     /// Local hits confirmed current by the home node (no value bytes sent).
     pub local_confirmed: u64,
+    /// `Strong` reads served from a local copy under a read lease, with no round trip.
+    pub local_leased: u64,
     /// Gets that received value bytes from a node.
     pub value_replies: u64,
     /// Ops sent to nodes: every network request of the data path counts one.
@@ -125,6 +128,7 @@ struct Counters {
     errors: AtomicU64,
     local_unchecked: AtomicU64,
     local_confirmed: AtomicU64,
+    local_leased: AtomicU64,
     value_replies: AtomicU64,
 }
 
@@ -163,6 +167,7 @@ pub struct CacheClientBuilder {
     local_capacity_bytes: u64,
     local_admission: LocalAdmission,
     invalidations: bool,
+    leases: bool,
     clock: Arc<dyn Clock>,
     token: Option<String>,
     tls_ca_pem: Option<Vec<u8>>,
@@ -183,6 +188,7 @@ impl Default for CacheClientBuilder {
             local_capacity_bytes: 0,
             local_admission: LocalAdmission::All,
             invalidations: true,
+            leases: true,
             clock: Arc::new(SystemClock),
             token: None,
             tls_ca_pem: None,
@@ -263,7 +269,17 @@ impl CacheClientBuilder {
         self
     }
 
-    /// The clock that ages `Bounded` local copies. Default: the system's monotonic clock.
+    /// Whether `Strong` reads ask the nodes for read leases on the copies they keep, and serve
+    /// leased copies with no round trip. A node invalidates every leased copy before a write
+    /// to its key completes, so leased reads stay `Strong`. Default: true (when the local
+    /// tier is on).
+    pub fn leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
+    }
+
+    /// The clock that ages `Bounded` local copies and times leases. Default: the system's
+    /// monotonic clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -391,6 +407,8 @@ impl CacheClientBuilder {
                 timeout: self.timeout,
                 consistency: self.consistency,
                 watch: self.invalidations && local.is_some(),
+                leased: self.leases && local.is_some(),
+                leases: Mutex::default(),
                 local,
                 counters: Counters::default(),
                 ops_sent: Arc::clone(&config.ops_sent),
@@ -441,6 +459,10 @@ struct Inner {
     consistency: Consistency,
     local: Option<LocalTier>,
     watch: bool,
+    /// Whether `Strong` reads ask for leases.
+    leased: bool,
+    /// Per node: the leases held from it, and the task that keeps its `Leases` stream.
+    leases: Mutex<HashMap<String, (Arc<NodeLeases>, tokio::task::JoinHandle<()>)>>,
     counters: Counters,
     ops_sent: Arc<AtomicU64>,
     invalidations: Arc<AtomicU64>,
@@ -462,6 +484,14 @@ impl Drop for Inner {
             .values()
         {
             watcher.abort();
+        }
+        for (_, task) in self
+            .leases
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            task.abort();
         }
     }
 }
@@ -555,6 +585,7 @@ impl CacheClient {
     /// Starts an invalidation watcher for every member that has none, and stops those of
     /// nodes that are no longer members.
     fn start_watchers(&self) {
+        self.start_lease_holders();
         let (Some(tier), true) = (&self.inner.local, self.inner.watch) else {
             return;
         };
@@ -584,6 +615,46 @@ impl CacheClient {
                 ))
             });
         }
+    }
+
+    /// Starts a lease holder for every member that has none, and stops those of nodes that
+    /// are no longer members.
+    fn start_lease_holders(&self) {
+        let (Some(tier), true) = (&self.inner.local, self.inner.leased) else {
+            return;
+        };
+        let view = self.view();
+        let mut leases = self.inner.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.retain(|addr, (_, task)| {
+            let keep = view.conns.contains_key(addr);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (addr, conn) in &view.conns {
+            leases.entry(addr.clone()).or_insert_with(|| {
+                let held = Arc::new(NodeLeases::new());
+                let task = tokio::spawn(hold_leases(
+                    Arc::clone(&held),
+                    tier.clone(),
+                    conn.channel(),
+                    self.inner.app.clone(),
+                    (self.inner.config.min_backoff, self.inner.config.max_backoff),
+                ));
+                (held, task)
+            });
+        }
+    }
+
+    /// The leases held from `key`'s home node, when `Strong` reads use leases.
+    fn node_leases(&self, key: &str) -> Option<Arc<NodeLeases>> {
+        if !self.inner.leased {
+            return None;
+        }
+        let home = self.membership().owner(key).to_owned();
+        let leases = self.inner.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.get(&home).map(|(held, _)| Arc::clone(held))
     }
 
     /// After `from` answered that it does not own a key at `epoch`, for a request routed at
@@ -726,6 +797,21 @@ impl CacheClient {
         let c = &self.inner.counters;
         let local = self.inner.local.as_ref();
         let copy = local.and_then(|tier| tier.get(key));
+        let leases = match (local, consistency) {
+            (Some(_), Consistency::Strong) => self.node_leases(key),
+            _ => None,
+        };
+        if let (Some(copy), Some(leases)) = (&copy, &leases)
+            && leases.valid(key, &copy.version, std::time::Instant::now())
+        {
+            c.local_leased.fetch_add(1, Ordering::Relaxed);
+            c.hits_local.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(Fetched {
+                value: copy.value.clone(),
+                version: copy.version.clone(),
+                tier: Tier::Local,
+            }));
+        }
         if let (Some(tier), Some(copy), Consistency::Bounded(bound)) = (local, &copy, consistency)
             && copy.age(tier) <= bound
         {
@@ -740,6 +826,13 @@ impl CacheClient {
         let span = tracing::debug_span!("cache.get", key_len = key.len(), ?consistency);
         let result = async {
             let started = local.map_or(0, LocalTier::now_ns);
+            // Timed from before the request is sent, on the real monotonic clock whatever clock
+            // ages `Bounded` copies: the node times the lease on its own (see
+            // `cache_core::lease`).
+            let lease = leases
+                .as_ref()
+                .and_then(|leases| leases.begin(key, std::time::Instant::now()));
+            let lease_holder = lease.map_or(0, |(id, _)| id);
             let if_none_match = copy.as_ref().map(|c| c.version.clone()).unwrap_or_default();
             let wire_consistency = match consistency {
                 Consistency::Strict => pb::Consistency::Strict,
@@ -752,6 +845,7 @@ impl CacheClient {
                         fallback,
                         consistency: wire_consistency as i32,
                         if_none_match: if_none_match.clone(),
+                        lease_holder: if fallback { 0 } else { lease_holder },
                     })
                 })
                 .await?;
@@ -764,6 +858,11 @@ impl CacheClient {
                     match copy {
                         Some(copy) if copy.version == version => {
                             copy.confirm(started);
+                            if let (Some((_, ticket)), Some(leases)) = (lease, &leases)
+                                && nm.lease_ms > 0
+                            {
+                                leases.granted(key, &version, ticket, nm.lease_ms);
+                            }
                             c.local_confirmed.fetch_add(1, Ordering::Relaxed);
                             c.hits_local.fetch_add(1, Ordering::Relaxed);
                             Ok(Some(Fetched {
@@ -799,6 +898,11 @@ impl CacheClient {
                             v.hot,
                             started,
                         );
+                    }
+                    if let (Some((_, ticket)), Some(leases)) = (lease, &leases)
+                        && v.lease_ms > 0
+                    {
+                        leases.granted(key, &fetched.version, ticket, v.lease_ms);
                     }
                     Ok(Some(fetched))
                 }
@@ -1082,6 +1186,7 @@ impl CacheClient {
             errors: l(&c.errors),
             local_unchecked: l(&c.local_unchecked),
             local_confirmed: l(&c.local_confirmed),
+            local_leased: l(&c.local_leased),
             value_replies: l(&c.value_replies),
             ops_sent: self.inner.ops_sent.load(Ordering::Relaxed),
             invalidations: self.inner.invalidations.load(Ordering::Relaxed),

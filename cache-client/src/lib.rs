@@ -5,6 +5,8 @@
 //!   the nodes, fallback to the next node when the home node is down, counters.
 //! - `local`: the local tier (in-process copies with versions) and the tasks that apply the
 //!   nodes' invalidations to it; [`LocalAdmission`] says what it keeps.
+//! - `leases`: read leases held from each node ([`cache_core::lease::Holder`]) and the task
+//!   that keeps a node's `Leases` stream: invalidations drop the copy, then are acknowledged.
 //! - `conn`: one node's HTTP/2 channel (TLS and the bearer token, when set) and its
 //!   long-lived `Pipe` stream, with a writer task
 //!   that puts every ready op into one message and a reader task that matches replies to ops.
@@ -37,6 +39,7 @@ pub mod cli;
 pub mod client;
 mod conn;
 pub mod error;
+mod leases;
 mod local;
 
 pub use client::{

@@ -76,6 +76,8 @@ struct Run {
     local_unchecked: u64,
     /// Local hits confirmed by the home node, over all clients.
     local_confirmed: u64,
+    /// `Strong` local hits served under a read lease, over all clients.
+    local_leased: u64,
 }
 
 impl Run {
@@ -133,8 +135,16 @@ fn mode(c: Consistency) -> &'static str {
 }
 
 async fn run_history(setup: &Setup) -> Run {
+    run_history_with(setup, |b| b).await
+}
+
+/// As [`run_history`], with the nodes' builders changed by `configure`.
+async fn run_history_with(
+    setup: &Setup,
+    configure: impl Fn(cache_server::CacheNodeBuilder) -> cache_server::CacheNodeBuilder,
+) -> Run {
     let store = open_store("memory:///").unwrap();
-    let cluster = LocalCluster::start(3, |b| b.app(APP).store(store.clone()))
+    let cluster = LocalCluster::start(3, |b| configure(b.app(APP).store(store.clone())))
         .await
         .unwrap();
     let clock: Arc<dyn Clock> = match &setup.manual {
@@ -261,6 +271,7 @@ async fn run_history(setup: &Setup) -> Run {
         ops: rec.take(),
         local_unchecked: stats.iter().map(|s| s.local_unchecked).sum(),
         local_confirmed: stats.iter().map(|s| s.local_confirmed).sum(),
+        local_leased: stats.iter().map(|s| s.local_leased).sum(),
     }
 }
 
@@ -274,11 +285,36 @@ async fn strong_reads_see_every_write_through_the_cache() {
             staleness: Duration::ZERO,
             manual: None,
         };
-        run_history(&setup)
-            .await
-            .check(&setup)
+        let run = run_history(&setup).await;
+        // Leased copies were served with no round trip, and the history still checks.
+        assert!(run.local_leased > 0, "no read was served under a lease");
+        run.check(&setup)
             .unwrap_or_else(|v| panic!("invalidations {invalidations}: {v}"));
     }
+}
+
+/// The negative control for leases: when writes do not wait for lease holders to drop their
+/// copies, the same history has anomalies in some of a few runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_do_not_wait_for_lease_holders_are_caught() {
+    let setup = Setup {
+        consistency: Consistency::Strong,
+        invalidations: false,
+        direct_counted: false,
+        staleness: Duration::ZERO,
+        manual: None,
+    };
+    let mut anomalies = 0;
+    for _ in 0..10 {
+        let run = run_history_with(&setup, |b| b.leased_writes(false)).await;
+        if run.check(&setup).is_err() {
+            anomalies += 1;
+        }
+        if anomalies > 0 {
+            break;
+        }
+    }
+    assert!(anomalies > 0, "no anomaly in 10 runs without lease waits");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,7 +457,8 @@ async fn bounded_local_hits_make_no_network_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strong_reuses_a_current_local_copy_without_value_bytes() {
     let (cluster, _store) = one_node().await;
-    let cache = client_with(&cluster, Consistency::Strong, |b| b).await;
+    // Without leases: each Strong read asks the home node.
+    let cache = client_with(&cluster, Consistency::Strong, |b| b.leases(false)).await;
     let other = client_with(&cluster, Consistency::Strong, |b| b.invalidations(false)).await;
     cache.put("k", "v1").await.unwrap();
     for _ in 0..5 {

@@ -4,20 +4,24 @@
 //! Two pure state machines; the server and the client only carry their messages.
 //!
 //! - [`Directory`], on the home node: who holds a lease on which key, until when. A read may
-//!   be granted a lease of [`LeaseConfig::lease`]; a write, once it has changed the store and
-//!   the cache, takes every lease on its key, sends each holder an invalidation, and completes
-//!   only when every one is acknowledged or has expired ([`Directory::wait_until`]).
+//!   be granted a lease of [`LeaseConfig::lease`]. A write, when it begins, takes every lease
+//!   on its key and sends each holder an invalidation, and it changes the store and the cache
+//!   only when every one is acknowledged or has expired ([`Directory::wait_until`]). Before
+//!   that, nobody can read the new value, so no holder serves the old one after anyone has
+//!   read the new one.
 //! - [`Holder`], in a client, for one home node: the leases it holds, each timed on the
 //!   holder's own monotonic clock from *before* the read was sent.
 //!
 //! # Why a completed write leaves no holder serving an older version
-//! Let W write key `k` and complete at time `t`. Take a holder H that serves `k` locally at
-//! some time after `t` under a lease L. L was granted at the home node at time `g`.
-//! - If `g` came before W ended: W's end found L in the directory (a lease leaves the directory
-//!   only when acknowledged or expired), so W waited until H acknowledged the invalidation (H
-//!   dropped its copy before acknowledging, and the copy it serves now came from a later read)
-//!   or until L expired on the home node's clock. H's clock started the lease before the
-//!   request was sent, so it expired on H's clock no later: H cannot serve under L after `t`.
+//! Let W write key `k`; its new value can be read from time `t`, when it changes the store.
+//! Take a holder H that serves `k` locally at some time after `t` under a lease L, granted at
+//! the home node at time `g`.
+//! - If `g` came before W began: W's beginning found L in the directory (a lease leaves it
+//!   only when acknowledged or expired), so W waited, before `t`, until H acknowledged the
+//!   invalidation (H dropped its copy before acknowledging, and the copy it serves now came
+//!   from a later read) or until L expired on the home node's clock. H's clock started the
+//!   lease before the request was sent, so it expired on H's clock no later: H cannot serve
+//!   under L after `t`.
 //! - If `g` came after W began: the grant is refused while any write to `k` is in progress,
 //!   and a read whose value a write overlapped (the write began or ended between the read of
 //!   the value and the grant) is refused too: grants carry the write counter their read saw
@@ -27,6 +31,14 @@
 //!   first, acknowledges it, then gets the reply of a read it had sent before. H refuses to
 //!   take a lease from a reply when an invalidation of the key arrived while the read was out
 //!   ([`Holder::begin_read`] and [`Holder::granted`]).
+//! - After a change of members: a node that gives keys up refuses grants whose ownership check
+//!   was made at its older epoch ([`Directory::set_epoch`]), invalidates the leases on the
+//!   keys it gave up ([`Directory::revoke`]), and acknowledges the fence only once those are
+//!   acknowledged or ended. A key's new owner serves it from its cache and writes it only once
+//!   every previous owner is fenced, so by then no lease an old owner granted is valid.
+//! - A lease covers the version it was granted on, not whatever copy the holder keeps: a late
+//!   reply to an older read may replace the copy while a newer lease is valid
+//!   ([`Holder::valid`] takes the copy's version).
 //! - A holder whose invalidation stream breaks drops every lease at once ([`Holder::broken`]):
 //!   it cannot hear invalidations. The home node cannot tell whether the holder noticed, so it
 //!   waits for such leases to expire.
@@ -37,8 +49,9 @@
 //!
 //! The model in `tests.rs` drives both machines through random interleavings of reads,
 //! grants, writes, invalidations, acknowledgements, broken streams and time, and checks that
-//! no local read misses a write that completed before it began; with writes that do not wait
-//! (the negative control) it finds such reads.
+//! no local read misses a write that completed before it began. Each of three injected faults
+//! (writes that do not wait, grants that ignore overlapping writes, leases that cover any
+//! copy) makes it find such reads.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -119,6 +132,9 @@ pub struct Directory {
     /// Writes begun and ended so far.
     writes: u64,
     next_seq: u64,
+    /// The newest membership epoch the node adopted: grants checked at an older one are
+    /// refused.
+    epoch: u64,
 }
 
 impl Directory {
@@ -131,7 +147,57 @@ impl Directory {
             touched: vec![0; STRIPES].into_boxed_slice(),
             writes: 0,
             next_seq: 1,
+            epoch: 0,
         }
+    }
+
+    /// The node adopted membership `epoch`: grants whose ownership check was made at an older
+    /// epoch are refused from now on. Then [`Directory::revoke`] the leases on keys the node
+    /// gave up.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = self.epoch.max(epoch);
+    }
+
+    /// Invalidates every lease on a key that `keep` rejects (the keys a node gave up at a new
+    /// epoch). The node acknowledges the fence for that epoch only once
+    /// [`Directory::wait_until_all`] says so, so that a key's new owner, which serves and
+    /// writes the key only after every previous owner is fenced, never finds a lease of the
+    /// old owner still valid.
+    pub fn revoke(&mut self, keep: impl Fn(&str) -> bool, now: Instant) -> Vec<Invalidation> {
+        let mut sends = Vec::new();
+        let mut dropped = 0;
+        for (name, state) in &mut self.keys {
+            if keep(name) {
+                continue;
+            }
+            let before = state.holds.len();
+            state.holds.retain(|_, hold| hold.until > now);
+            dropped += before - state.holds.len();
+            for (holder, hold) in &mut state.holds {
+                if hold.invalidation.is_none() {
+                    hold.invalidation = Some(self.next_seq);
+                    sends.push(Invalidation {
+                        holder: *holder,
+                        key: Arc::clone(name),
+                        seq: self.next_seq,
+                    });
+                    self.next_seq += 1;
+                }
+            }
+        }
+        self.holds -= dropped;
+        sends
+    }
+
+    /// Until when to wait for every invalidation sent so far: `None` when none awaits
+    /// acknowledgement, else the latest end among the leases that do.
+    pub fn wait_until_all(&self, now: Instant) -> Option<Instant> {
+        self.keys
+            .values()
+            .flat_map(|s| s.holds.values())
+            .filter(|h| h.invalidation.is_some() && h.until > now)
+            .map(|h| h.until)
+            .max()
     }
 
     /// The settings.
@@ -152,17 +218,19 @@ impl Directory {
     }
 
     /// Grants `holder` a lease on `key` for a read that took [`Directory::write_mark`] `mark`
-    /// before it read the value. Returns the lease's length, or `None`: a write to the key is
-    /// in progress or began or ended since `mark`, the holder has not acknowledged the key's last
+    /// before it read the value, and found the node the key's settled owner at `epoch`.
+    /// Returns the lease's length, or `None`: the node has adopted a newer epoch since, a
+    /// write to the key is in progress or began or ended since `mark`, the holder has not acknowledged the key's last
     /// invalidation, or the directory is full.
     pub fn grant(
         &mut self,
         key: &str,
         holder: HolderId,
         mark: u64,
+        epoch: u64,
         now: Instant,
     ) -> Option<Duration> {
-        if self.touched[stripe(key)] > mark {
+        if epoch < self.epoch || self.touched[stripe(key)] > mark {
             return None;
         }
         let full = self.holds >= self.config.max_leases;
@@ -209,41 +277,30 @@ impl Directory {
         }
     }
 
-    /// A write to `key` begins: no lease on it is granted until every write in progress has
-    /// ended. Call [`Directory::end_write`] once, whatever the write's outcome.
-    pub fn begin_write(&mut self, key: &str) {
+    /// A write to `key` begins: no lease on it is granted until every write in progress on it
+    /// has ended. Returns the invalidations to send, one for each lease on the key not yet
+    /// told. The write changes the store and the cache only once [`Directory::wait_until`]
+    /// says so: a holder must not serve the old value once anyone can read the new one. Call
+    /// [`Directory::end_write`] once, whatever the write's outcome.
+    pub fn begin_write(&mut self, key: &str, now: Instant) -> Vec<Invalidation> {
         self.writes += 1;
         self.touched[stripe(key)] = self.writes;
-        match self.keys.get_mut(key) {
-            Some(state) => state.writes += 1,
+        let name = match self.keys.get_key_value(key) {
+            Some((name, _)) => Arc::clone(name),
             None => {
-                let state = KeyLeases {
-                    writes: 1,
-                    holds: HashMap::new(),
-                };
-                self.keys.insert(Arc::from(key), state);
+                let name: Arc<str> = Arc::from(key);
+                self.keys.insert(Arc::clone(&name), KeyLeases::default());
+                name
             }
-        }
-    }
-
-    /// A write to `key` has changed the store and the cache (or failed; a write whose outcome
-    /// is unknown may have changed the store). Returns the invalidations to send: one for each
-    /// lease on the key not yet told. The write completes when [`Directory::wait_until`] says
-    /// so.
-    pub fn end_write(&mut self, key: &str, now: Instant) -> Vec<Invalidation> {
-        let Some(name) = self.keys.get_key_value(key).map(|(k, _)| Arc::clone(k)) else {
-            return Vec::new();
         };
-        self.writes += 1;
-        self.touched[stripe(key)] = self.writes;
         let Some(state) = self.keys.get_mut(key) else {
             return Vec::new();
         };
-        state.writes = state.writes.saturating_sub(1);
-        let mut sends = Vec::new();
+        state.writes += 1;
         let before = state.holds.len();
         state.holds.retain(|_, hold| hold.until > now);
         let expired = before - state.holds.len();
+        let mut sends = Vec::new();
         for (holder, hold) in &mut state.holds {
             if hold.invalidation.is_none() {
                 hold.invalidation = Some(self.next_seq);
@@ -256,13 +313,24 @@ impl Directory {
             }
         }
         self.holds -= expired;
-        self.forget_if_idle(key);
         sends
     }
 
-    /// Until when a write to `key` that has ended must wait: `None` when no lease on the key
-    /// awaits acknowledgement, else the latest end among those that do. The caller waits until
-    /// then, or until acknowledgements clear it.
+    /// A write to `key` has changed the store and the cache, or failed (a write whose outcome
+    /// is unknown may have changed the store): leases on the key may be granted again once no
+    /// other write to it is in progress.
+    pub fn end_write(&mut self, key: &str) {
+        self.writes += 1;
+        self.touched[stripe(key)] = self.writes;
+        if let Some(state) = self.keys.get_mut(key) {
+            state.writes = state.writes.saturating_sub(1);
+        }
+        self.forget_if_idle(key);
+    }
+
+    /// Until when a write to `key` that has begun must wait before it changes anything: `None`
+    /// when no lease on the key awaits acknowledgement, else the latest end among those that
+    /// do. The caller waits until then, or until acknowledgements clear it.
     pub fn wait_until(&self, key: &str, now: Instant) -> Option<Instant> {
         let state = self.keys.get(key)?;
         state
@@ -329,7 +397,8 @@ pub struct Ticket {
 #[derive(Debug)]
 pub struct Holder {
     config: LeaseConfig,
-    leases: HashMap<Arc<str>, Instant>,
+    /// Per key: until when, and the version the lease covers.
+    leases: HashMap<Arc<str>, (Instant, Arc<str>)>,
     /// Per stripe of keys: how many invalidations of them arrived.
     invalidated: Box<[u64]>,
     /// Which invalidation stream is open, counted from 1; 0 when none is.
@@ -386,10 +455,10 @@ impl Holder {
         }
     }
 
-    /// The reply to the read of `ticket` granted a lease of `lease` on `key`. Returns whether
-    /// the holder took it: not when an invalidation of the key (or its stripe) arrived while
-    /// the read was out, nor when the stream broke or changed meanwhile.
-    pub fn granted(&mut self, key: &str, ticket: Ticket, lease: Duration) -> bool {
+    /// The reply to the read of `ticket` granted a lease of `lease` on `key` at `version`.
+    /// Returns whether the holder took it: not when an invalidation of the key (or its stripe)
+    /// arrived while the read was out, nor when the stream broke or changed meanwhile.
+    pub fn granted(&mut self, key: &str, version: &str, ticket: Ticket, lease: Duration) -> bool {
         if self.stream == 0
             || ticket.stream != self.stream
             || self.invalidated[stripe(key)] != ticket.invalidations
@@ -397,13 +466,27 @@ impl Holder {
             return false;
         }
         let until = ticket.sent + lease.saturating_sub(self.config.margin);
-        self.leases.insert(Arc::from(key), until);
+        self.leases
+            .insert(Arc::from(key), (until, Arc::from(version)));
         true
     }
 
-    /// Whether the copy of `key` may be served at `now` with no round trip.
-    pub fn valid(&self, key: &str, now: Instant) -> bool {
-        self.stream != 0 && self.leases.get(key).is_some_and(|until| now < *until)
+    /// Whether a copy of `key` at `version` may be served at `now` with no round trip: the
+    /// lease must cover that very version, since a late reply to an older read may have
+    /// replaced the copy the lease was granted on.
+    pub fn valid(&self, key: &str, version: &str, now: Instant) -> bool {
+        self.stream != 0
+            && self
+                .leases
+                .get(key)
+                .is_some_and(|(until, leased)| now < *until && &**leased == version)
+    }
+
+    /// Whether some lease on `key` is valid at `now`, whatever version it covers (for the
+    /// model's negative control).
+    #[cfg(test)]
+    fn valid_any(&self, key: &str, now: Instant) -> bool {
+        self.stream != 0 && self.leases.get(key).is_some_and(|(until, _)| now < *until)
     }
 
     /// An invalidation of `key` arrived: the lease (and the caller's copy) must go before the
@@ -415,7 +498,7 @@ impl Holder {
 
     /// Drops leases that ended before `now`.
     pub fn expire(&mut self, now: Instant) {
-        self.leases.retain(|_, until| *until > now);
+        self.leases.retain(|_, (until, _)| *until > now);
     }
 }
 

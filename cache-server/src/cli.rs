@@ -80,6 +80,14 @@ pub struct Args {
     /// reads.
     #[arg(long, hide = true)]
     pub unfenced: bool,
+    /// The read leases granted to clients with local copies, in milliseconds (0: none). A
+    /// write waits at most this long for a lease holder that does not acknowledge.
+    #[arg(long, default_value_t = 2000)]
+    pub lease_ms: u64,
+    /// Writes do not wait for lease holders to drop their copies. Unsafe: only for checking
+    /// that the checker catches stale leased reads.
+    #[arg(long, hide = true)]
+    pub unleased_writes: bool,
     /// Switches the reply budget off. Unsafe: only for checking that the memory tests catch a
     /// node that allocates without bound.
     #[arg(long, hide = true)]
@@ -182,6 +190,8 @@ where
         .prewarm_fraction(args.prewarm_fraction)
         .gossip_interval(Duration::from_millis(args.gossip_interval_ms.max(1)))
         .fencing(!args.unfenced)
+        .lease(Duration::from_millis(args.lease_ms))
+        .leased_writes(!args.unleased_writes)
         .bounded_replies(!args.unbounded_replies)
         .idle_timeout(Duration::from_millis(args.idle_timeout_ms))
         .preface_timeout(Duration::from_millis(args.preface_timeout_ms));

@@ -12,6 +12,9 @@
 //!   knows nothing of the node.
 //! - `scale`: rebalancing: claiming and adopting epochs, the fence loop, handoff and `Peek`,
 //!   drain, gossip. `scale_state` holds its state apart from the node.
+//! - `leases`: read leases, a shell around [`cache_core::lease`]: holder ids for `Leases`
+//!   streams, grants on reads, and writes that wait until every lease on their key is
+//!   invalid.
 //! - `prewarm`: hot-key manifests and pre-warming after scale-to-zero.
 //! - `advice`: scaling advice from every member's counters.
 //! - [`budget`]: the reply budget, which bounds the value bytes a node holds for replies the
@@ -70,6 +73,7 @@ mod epochs;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+mod leases;
 pub mod metrics;
 pub mod node;
 mod prewarm;

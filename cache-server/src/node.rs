@@ -69,6 +69,8 @@ pub struct CacheNodeBuilder {
     pub(crate) connections: crate::connections::ConnLimits,
     hot_threshold: u32,
     fencing: bool,
+    lease: Duration,
+    leased_writes: bool,
     reply_budget_bytes: Option<u64>,
     bounded_replies: bool,
     scale: crate::scale_state::ScaleConfig,
@@ -91,6 +93,8 @@ impl Default for CacheNodeBuilder {
             connections: Default::default(),
             hot_threshold: DEFAULT_HOT_THRESHOLD,
             fencing: true,
+            lease: Duration::from_secs(2),
+            leased_writes: true,
             reply_budget_bytes: None,
             bounded_replies: true,
             scale: crate::scale_state::ScaleConfig::default(),
@@ -143,6 +147,22 @@ impl CacheNodeBuilder {
     /// that the correctness checks catch that. Default: true.
     pub fn fencing(mut self, on: bool) -> Self {
         self.fencing = on;
+        self
+    }
+
+    /// The length of the read leases the node grants to clients that hold local copies
+    /// (see [`cache_core::lease`]); zero grants none. A write waits at most this long for a
+    /// holder that does not acknowledge its invalidation. Default: 2 s.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Whether writes wait until every lease on their key is invalid. Turning it off is
+    /// unsafe: leased copies can then be served after a write completed. It exists only as a
+    /// negative control. Default: true.
+    pub fn leased_writes(mut self, on: bool) -> Self {
+        self.leased_writes = on;
         self
     }
 
@@ -313,6 +333,10 @@ impl CacheNodeBuilder {
                 ),
                 limits: self.limits,
                 budget,
+                leases: crate::leases::Leases::new(
+                    cache_core::lease::LeaseConfig::with_lease(self.lease),
+                    self.leased_writes,
+                ),
                 epochs,
                 self_addr,
                 store_timeout: self.store_timeout,
@@ -379,6 +403,7 @@ pub(crate) struct Inner {
     pub(crate) entries: EntryStore,
     limits: Limits,
     budget: ReplyBudget,
+    pub(crate) leases: crate::leases::Leases,
     pub(crate) epochs: crate::epochs::Epochs,
     self_addr: OnceLock<String>,
     store_timeout: Duration,
@@ -429,6 +454,8 @@ pub struct ReadOptions<'a> {
     /// The caller's share of the reply budget, which a read of the store that is not cached
     /// holds its value against. `None`: the node budget alone.
     pub account: Option<&'a Account>,
+    /// The holder a read lease is asked for (0: none).
+    pub lease_holder: u64,
 }
 
 /// A read's answer.
@@ -442,6 +469,8 @@ pub enum Answer {
         tier: pb::Tier,
         /// Whether the key is read often.
         hot: bool,
+        /// The read lease granted on it, in milliseconds (0: none).
+        lease_ms: u32,
     },
     /// The caller's version is current.
     NotModified {
@@ -449,6 +478,8 @@ pub enum Answer {
         version: Version,
         /// Whether the key is read often.
         hot: bool,
+        /// The read lease granted on it, in milliseconds (0: none).
+        lease_ms: u32,
     },
 }
 
@@ -564,6 +595,7 @@ impl CacheNode {
         if opts.fallback || opts.strict {
             return Ok((None, hot));
         }
+        let lease = self.lease_ticket(opts);
         if self.inner.epochs.access(key, opts.epoch)? != Some(Access::Cached) {
             return Ok((None, hot));
         }
@@ -573,7 +605,32 @@ impl CacheNode {
             .get(key)
             .await
             .map(|e| self.answer(e, pb::Tier::Home, hot, opts.if_none_match));
-        Ok((answer, hot))
+        Ok((answer.map(|a| self.leased(a, key, lease)), hot))
+    }
+
+    /// What a lease grant needs from before the value is read: the holder, the write mark,
+    /// and the epoch the ownership check is made at. `None` when no lease is asked for.
+    fn lease_ticket(&self, opts: ReadOptions<'_>) -> Option<(u64, u64, u64)> {
+        (opts.lease_holder != 0).then(|| {
+            (
+                opts.lease_holder,
+                self.inner.leases.mark(),
+                self.inner.epochs.epoch(),
+            )
+        })
+    }
+
+    /// `answer`, with a lease on `key` when one was asked for and can be granted.
+    fn leased(&self, mut answer: Answer, key: &str, ticket: Option<(u64, u64, u64)>) -> Answer {
+        if let Some((holder, mark, epoch)) = ticket {
+            let granted = self.inner.leases.grant(key, holder, mark, epoch);
+            match &mut answer {
+                Answer::Value { lease_ms, .. } | Answer::NotModified { lease_ms, .. } => {
+                    *lease_ms = granted;
+                }
+            }
+        }
+        answer
     }
 
     /// The slow part of a get, after [`CacheNode::lookup`]:
@@ -617,6 +674,7 @@ impl CacheNode {
         if opts.strict {
             return self.load_strict(key, opts, hot, budget).await;
         }
+        let lease = self.lease_ticket(opts);
         let from_peer = AtomicBool::new(false);
         let (entry, how) = self
             .inner
@@ -636,10 +694,8 @@ impl CacheNode {
         } else {
             tier_of(how)
         };
-        Ok((
-            self.answer(entry, tier, hot, opts.if_none_match),
-            Held::none(),
-        ))
+        let answer = self.answer(entry, tier, hot, opts.if_none_match);
+        Ok((self.leased(answer, key, lease), Held::none()))
     }
 
     async fn load_strict(
@@ -702,7 +758,12 @@ impl CacheNode {
         if hot {
             c.hot_replies.fetch_add(1, Ordering::Relaxed);
         }
-        Answer::Value { entry, tier, hot }
+        Answer::Value {
+            entry,
+            tier,
+            hot,
+            lease_ms: 0,
+        }
     }
 
     fn answer_not_modified(&self, version: Version, hot: bool) -> Answer {
@@ -711,7 +772,11 @@ impl CacheNode {
         if hot {
             c.hot_replies.fetch_add(1, Ordering::Relaxed);
         }
-        Answer::NotModified { version, hot }
+        Answer::NotModified {
+            version,
+            hot,
+            lease_ms: 0,
+        }
     }
 
     /// Tells subscribers that `key` now has `version` (`None`: deleted).
@@ -795,6 +860,8 @@ impl CacheNode {
                 validate_key(key)?;
                 self.inner.limits.check_value(value.len())?;
                 let _guard = self.admit_write(key, epoch, budget).await?;
+                // Leased copies of the old value go before anyone can read the new one.
+                let _lease_write = self.inner.leases.begin_write(key).await;
                 let written = self
                     .inner
                     .entries
@@ -856,6 +923,7 @@ impl CacheNode {
             let result = async {
                 validate_key(key)?;
                 let _guard = self.admit_write(key, epoch, budget).await?;
+                let _lease_write = self.inner.leases.begin_write(key).await;
                 self.inner
                     .entries
                     .write_through(key, || async {
@@ -1186,6 +1254,10 @@ impl CacheNode {
             store_read_bytes: load(&c.store_read_bytes),
             fallback_reads: load(&c.fallback_reads),
             reply_budget_bytes: self.inner.budget.bytes(),
+            leases_granted: self.inner.leases.granted.load(Ordering::Relaxed),
+            leases_active: self.inner.leases.active(),
+            lease_invalidations: self.inner.leases.invalidations.load(Ordering::Relaxed),
+            lease_expiry_waits: self.inner.leases.expiry_waits.load(Ordering::Relaxed),
             reply_held_bytes: self.inner.budget.held_bytes(),
             gets: load(&c.gets),
             puts: load(&c.puts),

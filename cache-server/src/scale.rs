@@ -365,6 +365,12 @@ impl CacheNode {
             tokio::time::timeout(FENCE_DRAIN_TIMEOUT, epochs.drained_below(current))
                 .await
                 .map_err(|_| Error::Timeout(FENCE_DRAIN_TIMEOUT))?;
+            // No lease this node granted on a key it gave up may outlive the ack: the key's
+            // new owner serves and writes it once every previous owner has acked.
+            let owns = |key: &str| epochs.with(|o| o.current().owner(key) == o.me());
+            tokio::time::timeout(FENCE_DRAIN_TIMEOUT, self.inner.leases.revoke(current, owns))
+                .await
+                .map_err(|_| Error::Timeout(FENCE_DRAIN_TIMEOUT))?;
         }
         Ok(epochs.with(|o| (o.epoch(), o.sealed())))
     }

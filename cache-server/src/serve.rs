@@ -74,10 +74,23 @@ impl CacheNode {
         let peer = pb::peer_server::PeerServer::new(PeerService::new(self.clone()))
             .max_decoding_message_size(max_message);
         // Background work: gossip, manifests, pre-warming. It stops with the node.
-        let mut background = vec![tokio::spawn({
-            let (node, stop) = (self.clone(), stop_rx.clone());
-            async move { node.gossip(stop).await }
-        })];
+        let mut background = vec![
+            tokio::spawn({
+                let (node, stop) = (self.clone(), stop_rx.clone());
+                async move { node.gossip(stop).await }
+            }),
+            // Leases that ended leave the directory.
+            tokio::spawn({
+                let node = self.clone();
+                async move {
+                    let every = node.inner.leases.sweep_interval();
+                    loop {
+                        tokio::time::sleep(every).await;
+                        node.inner.leases.expire();
+                    }
+                }
+            }),
+        ];
         if self.inner.scale.config.prewarm {
             background.push(tokio::spawn({
                 let (node, stop) = (self.clone(), stop_rx.clone());

@@ -18,7 +18,7 @@ use std::time::Duration;
 use cache_core::Error;
 use cache_core::auth::Action;
 use cache_proto::v1 as pb;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -64,19 +64,30 @@ fn answer_reply(id: u64, answer: Answer) -> pb::Reply {
 
 fn answer_result(answer: Answer) -> pb::reply::Result {
     match answer {
-        Answer::Value { entry, tier, hot } => pb::reply::Result::Value(pb::Value {
+        Answer::Value {
+            entry,
+            tier,
+            hot,
+            lease_ms,
+        } => pb::reply::Result::Value(pb::Value {
             value: entry.value,
             version: Some(pb::Version {
                 etag: entry.version.as_str().to_owned(),
             }),
             tier: tier as i32,
             hot,
+            lease_ms,
         }),
-        Answer::NotModified { version, hot } => pb::reply::Result::NotModified(pb::NotModified {
+        Answer::NotModified {
+            version,
+            hot,
+            lease_ms,
+        } => pb::reply::Result::NotModified(pb::NotModified {
             version: Some(pb::Version {
                 etag: version.as_str().to_owned(),
             }),
             hot,
+            lease_ms,
         }),
     }
 }
@@ -193,6 +204,7 @@ fn read_options<'a>(get: &'a pb::Get, epoch: u64, account: Option<&'a Account>) 
         if_none_match: Some(get.if_none_match.as_str()).filter(|v| !v.is_empty()),
         epoch,
         account,
+        lease_holder: get.lease_holder,
     }
 }
 
@@ -564,6 +576,74 @@ impl pb::data_server::Data for DataService {
             coalesce(rx),
             end_rx,
         ))))
+    }
+
+    type LeasesStream = Pin<Box<dyn Stream<Item = Result<pb::LeaseEvents, Status>> + Send>>;
+
+    async fn leases(
+        &self,
+        request: Request<Streaming<pb::LeaseAcks>>,
+    ) -> Result<Response<Self::LeasesStream>, Status> {
+        let caller = crate::security::caller(&request);
+        let mut inbound = request.into_inner();
+        let node = self.node.clone();
+        // The first message names the app.
+        let first = inbound.message().await?.unwrap_or_default();
+        let app = Action::Data { app: &first.app };
+        node.authorize(caller.as_ref(), app)
+            .and_then(|()| node.check_app(&first.app))
+            .map_err(|e| to_status(&e))?;
+        let (holder, invalidations) = node.inner.leases.open();
+        // Acknowledgements, until the caller's side ends.
+        tokio::spawn({
+            let node = node.clone();
+            let mut acks = first.acks;
+            async move {
+                loop {
+                    for ack in acks.drain(..) {
+                        node.inner.leases.ack(holder, &ack.key, ack.seq);
+                    }
+                    match inbound.message().await {
+                        Ok(Some(more)) => acks = more.acks,
+                        _ => break,
+                    }
+                }
+                node.inner.leases.close(holder);
+            }
+        });
+        let hello = futures::stream::once(async move {
+            Ok(pb::LeaseEvents {
+                holder,
+                invalidations: Vec::new(),
+            })
+        });
+        let wire = |inv: cache_core::lease::Invalidation| pb::LeaseInvalidation {
+            key: inv.key.to_string(),
+            seq: inv.seq,
+        };
+        let rest = futures::stream::unfold(
+            (invalidations, self.shutdown.clone()),
+            move |(mut rx, mut shutdown)| async move {
+                let first = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => return None,
+                    inv = rx.recv() => inv?,
+                };
+                let mut batch = vec![wire(first)];
+                while batch.len() < COALESCE_REPLIES {
+                    match rx.try_recv() {
+                        Ok(inv) => batch.push(wire(inv)),
+                        Err(_) => break,
+                    }
+                }
+                let events = pb::LeaseEvents {
+                    holder: 0,
+                    invalidations: batch,
+                };
+                Some((Ok(events), (rx, shutdown)))
+            },
+        );
+        Ok(Response::new(Box::pin(hello.chain(rest))))
     }
 
     type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Invalidations, Status>> + Send>>;
