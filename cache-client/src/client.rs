@@ -462,12 +462,15 @@ struct Inner {
     /// Whether `Strong` reads ask for leases.
     leased: bool,
     /// Per node: the leases held from it, and the task that keeps its `Leases` stream.
-    leases: Mutex<HashMap<String, (Arc<NodeLeases>, tokio::task::JoinHandle<()>)>>,
+    leases: Mutex<HashMap<String, LeaseTask>>,
     counters: Counters,
     ops_sent: Arc<AtomicU64>,
     invalidations: Arc<AtomicU64>,
     watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
+
+/// The leases held from one node, and the task that keeps its `Leases` stream.
+type LeaseTask = (Arc<NodeLeases>, tokio::task::JoinHandle<()>);
 
 /// The member list a client routes by, and a connection to each member.
 struct View {
