@@ -33,9 +33,17 @@ fn key() -> impl Strategy<Value = String> {
 
 fn kind() -> impl Strategy<Value = Option<pb::op::Kind>> {
     prop_oneof![
-        4 => (key(), any::<bool>(), any::<i32>(), "\\PC{0,8}").prop_map(|(key, fallback, consistency, etag)| {
-            Some(pb::op::Kind::Get(pb::Get { key, fallback, consistency, if_none_match: etag }))
-        }),
+        4 => (key(), any::<bool>(), any::<i32>(), "\\PC{0,8}", any::<u64>()).prop_map(
+            |(key, fallback, consistency, etag, lease_holder)| {
+                Some(pb::op::Kind::Get(pb::Get {
+                    key,
+                    fallback,
+                    consistency,
+                    if_none_match: etag,
+                    lease_holder,
+                }))
+            }
+        ),
         3 => (key(), prop::collection::vec(any::<u8>(), 0..512), prop::option::of("\\PC{0,8}"))
             .prop_map(|(key, value, if_match)| {
                 Some(pb::op::Kind::Put(pb::Put { key, value: Bytes::from(value), if_match }))
