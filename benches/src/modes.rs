@@ -1,11 +1,13 @@
 //! `cache-bench modes`: what the local tier and the consistency modes cost and save.
 //!
 //! 1. Latency, one get at a time, in alternating rounds of one run: a local hit under each
-//!    mode (`Bounded`: no network; `Strong`: a version check with the home node; `Strict`: a
-//!    version check with the blob store through the home node), a home hit (no local tier),
-//!    and a `redis-server` GET when one is on `PATH`.
-//! 2. A Zipf workload with the local tier on, under `Strong` and under `Bounded`: the local
-//!    hit ratio, and the share of reads that needed value bytes from a node.
+//!    mode (`Bounded`: no network; `Strong (leased)`: no network while the read lease holds;
+//!    `Strong` without leases: a version check with the home node; `Strict`: a version check
+//!    with the blob store through the home node), a home hit (no local tier), and a
+//!    `redis-server` GET when one is on `PATH`.
+//! 2. A Zipf workload with the local tier on, under `Strong` with and without leases and
+//!    under `Bounded`: the local hit ratio, and the share of reads that needed value bytes
+//!    from a node.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +49,10 @@ pub struct ModesArgs {
     /// The bound of the `Bounded` mode, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub bound_ms: u64,
+    /// Writes every latency row's p50, p90 and p99 (microseconds), under the row's name, as
+    /// JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
 }
 
 const VALUE_BYTES: usize = 1024;
@@ -84,11 +90,18 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
         .consistency(Consistency::Strong)
         .build()
         .await?;
+    let validated = base()
+        .local_capacity_bytes(64 << 20)
+        .consistency(Consistency::Strong)
+        .leases(false)
+        .build()
+        .await?;
     for k in 0..args.keys {
         remote.put(&key_name(k), value.clone()).await?;
     }
     for k in 0..args.keys {
         local.get(&key_name(k)).await?;
+        validated.get(&key_name(k)).await?;
     }
     let redis = if RedisServer::available() {
         let server = RedisServer::start(1 << 30).await?;
@@ -106,23 +119,28 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
         None
     };
     let bounded = Consistency::Bounded(Duration::from_secs(3600));
-    let systems: [(&str, Option<Consistency>); 4] = [
-        ("local hit, Bounded", Some(bounded)),
-        ("local hit, Strong", Some(Consistency::Strong)),
-        ("local hit, Strict", Some(Consistency::Strict)),
-        ("home hit (no local tier)", None),
+    // Which client each row reads with: 0 the leased one, 1 the one without leases, 2 the
+    // one without a local tier.
+    let systems: [(&str, Option<Consistency>, usize); 5] = [
+        ("local hit, Bounded", Some(bounded), 0),
+        ("local hit, Strong (leased)", Some(Consistency::Strong), 0),
+        ("local hit, Strong", Some(Consistency::Strong), 1),
+        ("local hit, Strict", Some(Consistency::Strict), 0),
+        ("home hit (no local tier)", None, 2),
     ];
+    let clients = [&local, &validated, &remote];
     let mut hists: Vec<Histogram<u64>> = (0..systems.len() + 1).map(|_| hist()).collect();
     let mut rng = StdRng::seed_from_u64(5);
     let mut redis = redis;
     for _ in 0..args.rounds {
-        for (i, (name, mode)) in systems.iter().enumerate() {
+        for (i, (name, mode, client)) in systems.iter().enumerate() {
             for _ in 0..args.gets {
                 let key = key_name(rng.random_range(0..args.keys));
+                let client = clients[*client];
                 let t = Instant::now();
                 let got = match mode {
-                    Some(mode) => local.get_entry_with(&key, *mode).await?,
-                    None => remote.get_entry(&key).await?,
+                    Some(mode) => client.get_entry_with(&key, *mode).await?,
+                    None => client.get_entry(&key).await?,
                 };
                 hists[i].record(ns(t))?;
                 let got = got.ok_or_else(|| anyhow::anyhow!("{key} missing"))?;
@@ -145,11 +163,24 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
         }
     }
     let mut table = Table::new(["one get at a time", "p50 us", "p90 us", "p99 us", "gets"]);
-    let names = systems.iter().map(|(n, _)| *n).chain(["redis-server GET"]);
+    let names = systems
+        .iter()
+        .map(|(n, _, _)| *n)
+        .chain(["redis-server GET"]);
+    let mut json = serde_json::Map::new();
     for (name, h) in names.zip(&hists) {
         if h.is_empty() {
             continue;
         }
+        json.insert(
+            name.to_owned(),
+            serde_json::json!({
+                "p50_us": h.value_at_quantile(0.5) as f64 / 1000.0,
+                "p90_us": h.value_at_quantile(0.9) as f64 / 1000.0,
+                "p99_us": h.value_at_quantile(0.99) as f64 / 1000.0,
+                "gets": h.len(),
+            }),
+        );
         table.row([
             name,
             &us(h.value_at_quantile(0.5)),
@@ -163,15 +194,19 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
         args.keys, args.rounds, args.gets
     );
     print!("{table}");
-    let home_p50 = hists[3].value_at_quantile(0.5) as f64;
-    for (i, (name, _)) in systems.iter().enumerate().take(3) {
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
+    }
+    let home = systems.len() - 1;
+    let home_p50 = hists[home].value_at_quantile(0.5) as f64;
+    for (i, (name, _, _)) in systems.iter().enumerate().take(home) {
         let p50 = hists[i].value_at_quantile(0.5) as f64;
         let vs_redis = redis
             .as_ref()
             .map(|_| {
                 format!(
                     ", vs redis {:.3}",
-                    p50 / hists[4].value_at_quantile(0.5) as f64
+                    p50 / hists[systems.len()].value_at_quantile(0.5) as f64
                 )
             })
             .unwrap_or_default();
@@ -201,16 +236,19 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
         "p50 us",
         "ops/s",
     ]);
-    for (name, mode) in [
-        ("Strong".to_owned(), Consistency::Strong),
+    for (name, mode, leases) in [
+        ("Strong (leased)".to_owned(), Consistency::Strong, true),
+        ("Strong".to_owned(), Consistency::Strong, false),
         (
             format!("Bounded({} ms)", args.bound_ms),
             Consistency::Bounded(Duration::from_millis(args.bound_ms)),
+            false,
         ),
     ] {
         let client = base()
             .local_capacity_bytes(local_capacity)
             .consistency(mode)
+            .leases(leases)
             .build()
             .await?;
         let source = Arc::new(Source::fixed(plan.requests.clone()));

@@ -5,6 +5,8 @@ use cache_bench::modes::{self, ModesArgs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modes_runs_and_serves_local_hits_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("modes.json");
     modes::run(ModesArgs {
         keys: 50,
         gets: 50,
@@ -13,7 +15,16 @@ async fn modes_runs_and_serves_local_hits_locally() {
         zipf_ops: 3000,
         local_fraction: 0.1,
         bound_ms: 50,
+        json: Some(json.clone()),
     })
     .await
     .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for row in [
+        "local hit, Strong (leased)",
+        "local hit, Strong",
+        "home hit (no local tier)",
+    ] {
+        assert!(rows[row]["p50_us"].as_f64().unwrap() > 0.0, "{row}: {rows}");
+    }
 }
