@@ -56,6 +56,10 @@ pub fn record(recorder: &PrometheusRecorder, stats: &pb::NodeStats) {
         counter!("cachelet_not_settled_total").absolute(stats.not_settled);
         gauge!("cachelet_reply_budget_bytes").set(stats.reply_budget_bytes as f64);
         gauge!("cachelet_reply_held_bytes").set(stats.reply_held_bytes as f64);
+        counter!("cachelet_leases_granted_total").absolute(stats.leases_granted);
+        gauge!("cachelet_leases_active").set(stats.leases_active as f64);
+        counter!("cachelet_lease_invalidations_total").absolute(stats.lease_invalidations);
+        counter!("cachelet_lease_expiry_waits_total").absolute(stats.lease_expiry_waits);
         gauge!("cachelet_drained").set(if stats.drained { 1.0 } else { 0.0 });
     });
 }
