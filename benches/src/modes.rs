@@ -8,6 +8,8 @@
 //! 2. A Zipf workload with the local tier on, under `Strong` with and without leases and
 //!    under `Bounded`: the local hit ratio, and the share of reads that needed value bytes
 //!    from a node.
+//! 3. What leases cost writers: a put's latency when 0, 1 or 8 clients hold a lease on its key
+//!    (each holder reads the key again before the next put, so it holds a lease each time).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +51,9 @@ pub struct ModesArgs {
     /// The bound of the `Bounded` mode, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub bound_ms: u64,
+    /// Writes timed per number of lease holders (0, 1 and 8) in the last part.
+    #[arg(long, default_value_t = 300)]
+    pub lease_writes: usize,
     /// Writes every latency row's p50, p90 and p99 (microseconds), under the row's name, as
     /// JSON to this file.
     #[arg(long)]
@@ -278,6 +283,60 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
         100.0 * args.local_fraction
     );
     print!("{table}");
+
+    // What leases cost writers.
+    let mut table = Table::new(["put with lease holders", "p50 us", "p99 us", "puts"]);
+    let key = "lease/written";
+    remote.put(key, value.clone()).await?;
+    for holders in [0usize, 1, 8] {
+        let mut readers = Vec::new();
+        for _ in 0..holders {
+            readers.push(
+                base()
+                    .local_capacity_bytes(1 << 20)
+                    .consistency(Consistency::Strong)
+                    .build()
+                    .await?,
+            );
+        }
+        // Each reader's lease stream opens in the background: read until leased.
+        for reader in &readers {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while reader.client_stats().local_leased == 0 {
+                anyhow::ensure!(Instant::now() < deadline, "no lease granted");
+                reader.get(key).await?;
+            }
+        }
+        let mut h = hist();
+        for _ in 0..args.lease_writes {
+            for reader in &readers {
+                reader.get(key).await?;
+            }
+            let t = Instant::now();
+            remote.put(key, value.clone()).await?;
+            h.record(ns(t))?;
+        }
+        let name = format!("put, {holders} lease holders");
+        json.insert(
+            name.clone(),
+            serde_json::json!({
+                "p50_us": h.value_at_quantile(0.5) as f64 / 1000.0,
+                "p99_us": h.value_at_quantile(0.99) as f64 / 1000.0,
+                "puts": h.len(),
+            }),
+        );
+        table.row([
+            &name,
+            &us(h.value_at_quantile(0.5)),
+            &us(h.value_at_quantile(0.99)),
+            &h.len().to_string(),
+        ]);
+    }
+    println!("writes: one key of {VALUE_BYTES} B over a local-file store");
+    print!("{table}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
+    }
     cluster.shutdown().await;
     Ok(())
 }

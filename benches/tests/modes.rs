@@ -15,6 +15,7 @@ async fn modes_runs_and_serves_local_hits_locally() {
         zipf_ops: 3000,
         local_fraction: 0.1,
         bound_ms: 50,
+        lease_writes: 5,
         json: Some(json.clone()),
     })
     .await
@@ -24,6 +25,7 @@ async fn modes_runs_and_serves_local_hits_locally() {
         "local hit, Strong (leased)",
         "local hit, Strong",
         "home hit (no local tier)",
+        "put, 8 lease holders",
     ] {
         assert!(rows[row]["p50_us"].as_f64().unwrap() > 0.0, "{row}: {rows}");
     }
