@@ -93,6 +93,7 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
     let local = base()
         .local_capacity_bytes(64 << 20)
         .consistency(Consistency::Strong)
+        .leases(true)
         .build()
         .await?;
     let validated = base()
@@ -295,6 +296,7 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
                 base()
                     .local_capacity_bytes(1 << 20)
                     .consistency(Consistency::Strong)
+                    .leases(true)
                     .build()
                     .await?,
             );

@@ -172,6 +172,7 @@ async fn run_history_with(
                 .consistency(setup.consistency)
                 .local_capacity_bytes(1 << 20)
                 .invalidations(setup.invalidations)
+                .leases(setup.consistency == Consistency::Strong)
                 .clock(clock.clone())
                 .build()
                 .await

@@ -138,6 +138,7 @@ async fn a_holder_that_acknowledges_releases_the_write_and_sees_it() {
         .app(APP)
         .nodes(cluster.addrs())
         .local_capacity_bytes(1 << 20)
+        .leases(true)
         .build()
         .await
         .unwrap();
