@@ -101,6 +101,9 @@ impl NemesisControl {
 /// The settings of `cache-bench check`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
+    /// Strong clients ask for read leases and serve leased local copies.
+    #[arg(long)]
+    pub leases: bool,
     /// How long the workload and the faults run (for example 30s, 2m).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -315,6 +318,7 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
             .connect_timeout(Duration::from_millis(500))
             .backoff(Duration::from_millis(20), Duration::from_millis(500))
             .local_capacity_bytes(1 << 20)
+            .leases(args.leases)
             .build()
             .await?;
         let seed = seed ^ (p as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
