@@ -348,12 +348,14 @@ impl CacheNode {
     /// Answers a fence request for `epoch`: adopts it if needed, waits until this node has
     /// been up for the fence grace (so that writes of a previous process on this address have
     /// landed), then until none of its writes admitted at an older epoch is in flight.
-    /// Returns the node's epoch and the highest epoch it knows to be sealed.
+    /// Returns the epoch whose older writes it drained (its epoch when it began draining;
+    /// it may have adopted a newer one since) and the highest epoch it knows to be sealed.
     ///
     /// # Errors
     /// No record claims `epoch`, the store cannot be reached, or writes did not finish in time.
     pub(crate) async fn fence(&self, epoch: u64) -> Result<(u64, u64), Error> {
         let epochs = &self.inner.epochs;
+        let mut drained = None;
         if epochs.fencing() {
             self.catch_up(epoch).await?;
             let up = self.scale().started.elapsed();
@@ -367,12 +369,18 @@ impl CacheNode {
                 .map_err(|_| Error::Timeout(FENCE_DRAIN_TIMEOUT))?;
             // No lease this node granted on a key it gave up may outlive the ack: the key's
             // new owner serves and writes it once every previous owner has acked.
-            let owns = |key: &str| epochs.with(|o| o.current().owner(key) == o.me());
+            let owns = |key: &str| {
+                epochs.with(|o| o.list(current).is_some_and(|l| l.owner(key) == o.me()))
+            };
             tokio::time::timeout(FENCE_DRAIN_TIMEOUT, self.inner.leases.revoke(current, owns))
                 .await
                 .map_err(|_| Error::Timeout(FENCE_DRAIN_TIMEOUT))?;
+            drained = Some(current);
         }
-        Ok(epochs.with(|o| (o.epoch(), o.sealed())))
+        // The ack names the epoch whose older writes were drained, not the node's epoch now:
+        // it may have adopted a newer one meanwhile, with writes of the epochs between still
+        // in flight.
+        Ok(epochs.with(|o| (drained.unwrap_or(o.epoch()), o.sealed())))
     }
 
     /// Hands the entries given up at `epoch` to their new owners, once this node's own older

@@ -128,11 +128,15 @@ impl Model {
                     if self.nodes[m].own.epoch() < want {
                         self.adopt(m, want);
                     }
+                    // The ack names the epoch below which no write of `b` is in flight: its
+                    // current epoch, or its oldest write in flight's, whichever is lower.
                     let other = &self.nodes[m];
-                    if other.writes.iter().any(|w| w.epoch < want) {
+                    let oldest = other.writes.iter().map(|w| w.epoch).min();
+                    let epoch = oldest.map_or(other.own.epoch(), |w| w.min(other.own.epoch()));
+                    if epoch < want {
                         return;
                     }
-                    let (epoch, sealed) = (other.own.epoch(), other.own.sealed());
+                    let sealed = other.own.sealed();
                     let me = NODES[m];
                     self.nodes[n].own.record_ack(me, epoch, sealed);
                 } else {
