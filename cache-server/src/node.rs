@@ -853,29 +853,6 @@ impl CacheNode {
         epoch: u64,
         budget: Duration,
     ) -> Result<Version, Error> {
-        // The write runs to its end in a task of its own, even when the caller gives up: a
-        // store call that may still land must keep its write guard, so that no fence is
-        // acked while it is in flight.
-        let (node, key, if_match) = (self.clone(), key.to_owned(), if_match.map(str::to_owned));
-        let task = tokio::spawn(async move {
-            node.put_here(&key, value, if_match.as_deref(), epoch, budget)
-                .await
-        });
-        task.await.unwrap_or_else(|e| {
-            Err(Error::StoreUnavailable(format!(
-                "the write task ended early: {e}"
-            )))
-        })
-    }
-
-    async fn put_here(
-        &self,
-        key: &str,
-        value: Bytes,
-        if_match: Option<&str>,
-        epoch: u64,
-        budget: Duration,
-    ) -> Result<Version, Error> {
         let span = tracing::debug_span!("put", key_len = key.len(), value_len = value.len(), epoch);
         async {
             self.inner.counters.puts.fetch_add(1, Ordering::Relaxed);
@@ -940,17 +917,6 @@ impl CacheNode {
     /// # Errors
     /// Invalid key, wrong owner, not settled, store unavailable.
     pub async fn delete(&self, key: &str, epoch: u64, budget: Duration) -> Result<(), Error> {
-        // As for `put`: the delete runs to its end even when the caller gives up.
-        let (node, key) = (self.clone(), key.to_owned());
-        let task = tokio::spawn(async move { node.delete_here(&key, epoch, budget).await });
-        task.await.unwrap_or_else(|e| {
-            Err(Error::StoreUnavailable(format!(
-                "the delete task ended early: {e}"
-            )))
-        })
-    }
-
-    async fn delete_here(&self, key: &str, epoch: u64, budget: Duration) -> Result<(), Error> {
         let span = tracing::debug_span!("delete", key_len = key.len(), epoch);
         async {
             self.inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
