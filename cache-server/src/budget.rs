@@ -217,7 +217,8 @@ impl Account {
                 .await
                 .map_err(|_| closed())?;
             Ok(Held {
-                permits: vec![node].into_iter().chain(own).collect(),
+                slots: [Some(node), own],
+                more: Vec::new(),
             })
         };
         match tokio::time::timeout(wait, work).await {
@@ -244,7 +245,8 @@ impl Account {
             .try_acquire_many_owned(want.min(self.node_units))
             .ok()?;
         Some(Held {
-            permits: vec![node].into_iter().chain(own).collect(),
+            slots: [Some(node), own],
+            more: Vec::new(),
         })
     }
 }
@@ -253,11 +255,15 @@ fn closed() -> Error {
     Error::Overloaded("the reply budget is closed".into())
 }
 
-/// Bytes held against the budget; released on drop.
+/// Bytes held against the budget; released on drop. A hold on the get path allocates nothing:
+/// the node's and the caller's permits sit in two slots, and holds absorbed from the same
+/// account merge into them.
 #[derive(Debug, Default)]
 #[must_use = "the hold is released when dropped"]
 pub struct Held {
-    permits: Vec<OwnedSemaphorePermit>,
+    slots: [Option<OwnedSemaphorePermit>; 2],
+    /// Permits of other semaphores than the slots'.
+    more: Vec<OwnedSemaphorePermit>,
 }
 
 impl Held {
@@ -268,12 +274,32 @@ impl Held {
 
     /// Whether this holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.permits.is_empty()
+        self.slots.iter().all(Option::is_none) && self.more.is_empty()
     }
 
     /// Moves `other`'s holds into this one.
     pub fn absorb(&mut self, other: Held) {
-        self.permits.extend(other.permits);
+        let [a, b] = other.slots;
+        for permit in [a, b].into_iter().flatten().chain(other.more) {
+            self.take(permit);
+        }
+    }
+
+    fn take(&mut self, permit: OwnedSemaphorePermit) {
+        for slot in &mut self.slots {
+            match slot {
+                Some(held) if Arc::ptr_eq(held.semaphore(), permit.semaphore()) => {
+                    held.merge(permit);
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    *slot = Some(permit);
+                    return;
+                }
+            }
+        }
+        self.more.push(permit);
     }
 }
 
@@ -325,6 +351,26 @@ mod tests {
         assert!(refused.to_string().contains("split the batch"), "{refused}");
         drop(held);
         assert_eq!(budget.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn absorbed_holds_of_several_accounts_are_all_released() {
+        let budget = ReplyBudget::new(16 << 20);
+        let (a, b) = (
+            budget.stream_account(4 << 20),
+            budget.stream_account(4 << 20),
+        );
+        let mut held = Held::none();
+        for _ in 0..3 {
+            held.absorb(a.hold(1 << 20, LONG).await.unwrap());
+            held.absorb(b.hold(1 << 20, LONG).await.unwrap());
+        }
+        assert_eq!(budget.held_bytes(), 6 << 20);
+        // Account `a`'s share holds what was absorbed from it.
+        assert!(a.hold(2 << 20, SHORT).await.is_err());
+        drop(held);
+        assert_eq!(budget.held_bytes(), 0);
+        let _again = a.hold(4 << 20, SHORT).await.unwrap();
     }
 
     #[tokio::test]
