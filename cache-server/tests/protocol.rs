@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use cache_client::{CacheClient, Error as ClientError};
 use cache_core::Limits;
 use cache_proto::v1 as pb;
@@ -15,53 +15,15 @@ use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 const APP: &str = "proto";
 
-/// A codec that sends and receives message bytes as they are, to send what a real client
-/// never would.
-#[derive(Debug, Clone, Default)]
-struct Raw;
-
-impl Codec for Raw {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl Encoder for Raw {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
-    }
-}
+// A codec that sends and receives message bytes as they are, to send what a real client
+// never would.
+use cache_server::fuzz::RawCodec as Raw;
 
 async fn one_node(store: Arc<dyn ObjectStore>) -> LocalCluster {
     one_node_with(store, |b| b).await
