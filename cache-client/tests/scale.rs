@@ -11,7 +11,7 @@ use cache_client::{CacheClient, Error, Tier};
 use cache_proto::v1 as pb;
 use cache_server::CacheNodeBuilder;
 use cache_server::cluster::LocalCluster;
-use cache_server::store::open_store;
+use cache_server::store::{InstrumentedStore, open_store};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -489,5 +489,55 @@ async fn clients_take_the_highest_epoch_any_node_reports() {
         .unwrap();
     cache.put(&on_zero, "v").await.unwrap();
     assert_eq!(cluster.node(0).membership().epoch(), 2);
+    cluster.shutdown().await;
+}
+
+/// A write whose store call the node abandoned at its store deadline may still land (a local
+/// file written on a blocking thread, a request already sent). Until it could have landed, the
+/// key stays fenced at its old owner: the new owner's write must come after it, not be
+/// overwritten by it. The `cache-bench check` run found exactly that when a node was stopped
+/// in the middle of a write: the store timer fired on resume and released the key while the
+/// file was still being written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_abandoned_at_the_store_deadline_cannot_land_after_the_next_owner_writes() {
+    let inner = open_store("memory:///").unwrap();
+    let late = InstrumentedStore::new(inner.clone());
+    let store: Arc<dyn ObjectStore> = Arc::new(late.clone());
+    let timeout = Duration::from_millis(300);
+    let mut cluster = LocalCluster::start(1, |b| fast(b, &store).store_timeout(timeout))
+        .await
+        .unwrap();
+    let cache = client(cluster.addrs()).await;
+    let old = cluster.addrs()[0].clone();
+    let added = cluster
+        .add_node(|b| fast(b, &store).store_timeout(timeout))
+        .await
+        .unwrap();
+    let after = cache_core::Membership::new(2, [old.clone(), added.clone()]).unwrap();
+    let key = (0..)
+        .map(|i| format!("moving/{i}"))
+        .find(|k| after.owner(k) == added)
+        .unwrap();
+    cache.put(&key, "first").await.unwrap();
+
+    // Given up at 300 ms, landing at 1 s.
+    late.set_late_writes(Duration::from_secs(1));
+    match cache.put(&key, "late").await {
+        Err(Error::Unavailable(why)) => assert!(why.contains("did not answer"), "{why}"),
+        other => panic!("the write must time out: {other:?}"),
+    }
+    late.set_late_writes(Duration::ZERO);
+    cache
+        .set_members(None, vec![old, added.clone()])
+        .await
+        .unwrap();
+    cache.put(&key, "next").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let stored = inner.get(&Path::from(key.as_str())).await.unwrap();
+    assert_eq!(
+        stored.bytes().await.unwrap().as_ref(),
+        b"next",
+        "the abandoned write landed after the next owner's write"
+    );
     cluster.shutdown().await;
 }

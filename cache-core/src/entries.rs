@@ -152,6 +152,8 @@ struct Inner {
     ended: Box<[tokio::sync::Notify]>,
     // Hashes of keys whose last write has an unknown outcome, until their window ends.
     suspects: moka::sync::Cache<u64, ()>,
+    // How long a miss waits for a write of its key in progress before it reads the store.
+    write_wait: Duration,
 }
 
 impl std::fmt::Debug for EntryStore {
@@ -179,7 +181,12 @@ impl EntryStore {
     }
 
     /// A store that holds at most `capacity_bytes`, and keeps a key whose write had an unknown
-    /// outcome uncached for `suspect_for` (set it to at least the store call timeout).
+    /// outcome uncached for `suspect_for` (set it to twice the store call timeout).
+    ///
+    /// A miss on a key with a write in progress waits for that write for at most half of
+    /// `suspect_for` (the store call timeout): a write still going on after that has an
+    /// unknown outcome for its caller, so the miss reads the store, and, while the write goes
+    /// on, caches nothing.
     pub fn with_suspect_window(capacity_bytes: u64, suspect_for: Duration) -> Self {
         let counters = Arc::new(Counters::default());
         let on_evict = Arc::clone(&counters);
@@ -213,6 +220,7 @@ impl EntryStore {
                 stripes,
                 ended,
                 suspects,
+                write_wait: suspect_for / 2,
             }),
         }
     }
@@ -274,19 +282,26 @@ impl EntryStore {
         let stripe = self.stripe(key);
         let cache = &self.inner.cache;
         // A write of the key is in progress: its result is cached when it ends (unless
-        // another overlapped it), so wait for it instead of reading the store.
+        // another overlapped it), so wait for it instead of reading the store, for as long
+        // as a store call may take.
         let hash = key_hash(key);
         let mut waited = false;
+        let give_up = tokio::time::Instant::now() + self.inner.write_wait;
         loop {
             let ended = self.ended(hash).notified();
             tokio::pin!(ended);
             // Registered before the check, so that an end between the check and the wait is
             // not missed.
             ended.as_mut().enable();
-            if !stripe.lock().await.keys.contains_key(&hash) {
+            // A suspect key's write has an unknown outcome already: nothing to wait for.
+            if !stripe.lock().await.keys.contains_key(&hash) || self.is_suspect(key) {
                 break;
             }
-            ended.await;
+            if tokio::time::timeout_at(give_up, ended).await.is_err() {
+                // Outlived its store deadline: read the store (the write in progress keeps
+                // the result uncached).
+                break;
+            }
             waited = true;
         }
         if waited && let Some(entry) = cache.get(key).await {
@@ -378,9 +393,12 @@ impl EntryStore {
         written
     }
 
-    /// Marks `key` suspect: loads of it are not cached for the suspect window.
+    /// Marks `key` suspect: loads of it are not cached for the suspect window, and misses
+    /// stop waiting for its writes in progress.
     pub fn mark_suspect(&self, key: &str) {
-        self.inner.suspects.insert(key_hash(key), ());
+        let hash = key_hash(key);
+        self.inner.suspects.insert(hash, ());
+        self.ended(hash).notify_waiters();
     }
 
     /// Whether `key` is suspect (see [`EntryStore::write_through`]).
@@ -688,6 +706,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.peek("k").await.unwrap().version.as_str(), "2");
+    }
+
+    /// A miss waits for a write of its key in progress, but no longer than a store call may
+    /// take (half the suspect window): past that, it reads the store, and caches nothing
+    /// while the write goes on.
+    #[tokio::test]
+    async fn a_miss_stops_waiting_for_a_write_that_outlived_its_store_deadline() {
+        let store = EntryStore::with_suspect_window(1 << 20, Duration::from_millis(400));
+        let (release, writer) = write_held(&store, "k", entry("new", "2")).await;
+        let started = std::time::Instant::now();
+        let (seen, how) = store
+            .get_or_load("k", || async { Ok(entry("old", "1")) })
+            .await
+            .unwrap();
+        assert_eq!((seen.version.as_str(), how), ("1", Lookup::Loaded));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(
+            store.peek("k").await,
+            None,
+            "not cached while the write goes on"
+        );
+        release.send(()).unwrap();
+        writer.await.unwrap().unwrap();
+        assert_eq!(store.peek("k").await.unwrap().version.as_str(), "2");
+
+        // A write whose caller was already told its outcome is unknown: no wait at all.
+        let (release, writer) = write_held(&store, "k", entry("newer", "3")).await;
+        store.mark_suspect("k");
+        let started = std::time::Instant::now();
+        store
+            .get_or_load("k", || async { Ok(entry("new", "2")) })
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_millis(200));
+        release.send(()).unwrap();
+        writer.await.unwrap().unwrap();
     }
 
     /// Two writes of one key that overlap leave nothing cached: the store may have applied

@@ -60,6 +60,8 @@ pub fn record(recorder: &PrometheusRecorder, stats: &pb::NodeStats) {
         gauge!("cachelet_leases_active").set(stats.leases_active as f64);
         counter!("cachelet_lease_invalidations_total").absolute(stats.lease_invalidations);
         counter!("cachelet_lease_expiry_waits_total").absolute(stats.lease_expiry_waits);
+        counter!("cachelet_writes_outlived_total").absolute(stats.writes_outlived);
+        counter!("cachelet_writes_abandoned_total").absolute(stats.writes_abandoned);
         gauge!("cachelet_drained").set(if stats.drained { 1.0 } else { 0.0 });
     });
 }

@@ -2,7 +2,7 @@
 //! gets, puts and deletes by reading through and writing through the application's blob store.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,6 +63,7 @@ pub struct CacheNodeBuilder {
     members: Vec<String>,
     advertise: Option<String>,
     store_timeout: Duration,
+    abandon_writes_after: Duration,
     op_timeout: Duration,
     max_inflight_per_stream: usize,
     max_batch_ops: usize,
@@ -87,6 +88,7 @@ impl Default for CacheNodeBuilder {
             members: Vec::new(),
             advertise: None,
             store_timeout: Duration::from_secs(10),
+            abandon_writes_after: DEFAULT_ABANDON_WRITES_AFTER,
             op_timeout: Duration::from_secs(5),
             max_inflight_per_stream: 1024,
             max_batch_ops: 4096,
@@ -183,8 +185,24 @@ impl CacheNodeBuilder {
 
     /// The longest a single blob-store call may take before the request fails with
     /// `StoreUnavailable`. Default: 10 s.
+    ///
+    /// A write's caller gets that answer (an unknown outcome) at this deadline, but the node
+    /// does not cancel the write's store call: the call may still land, so the key stays
+    /// fenced here until it ends (see [`CacheNodeBuilder::abandon_writes_after`]).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;
+        self
+    }
+
+    /// How long a write's store call may go on after its caller was answered at the store
+    /// deadline. While it goes on, the key stays fenced at this node: no other node takes a
+    /// write for it, and a fence for a newer epoch waits. Past this, the node drops the call,
+    /// logs it and counts it (`writes_abandoned`): a store that answers no call this long is
+    /// taken as never applying it. Stores opened from a URL end every call sooner by
+    /// themselves ([`crate::store::open_store`]). Default: [`DEFAULT_ABANDON_WRITES_AFTER`]
+    /// (2 minutes).
+    pub fn abandon_writes_after(mut self, limit: Duration) -> Self {
+        self.abandon_writes_after = limit;
         self
     }
 
@@ -340,6 +358,7 @@ impl CacheNodeBuilder {
                 epochs,
                 self_addr,
                 store_timeout: self.store_timeout,
+                abandon_writes_after: self.abandon_writes_after,
                 op_timeout: self.op_timeout,
                 max_inflight_per_stream: self.max_inflight_per_stream,
                 max_batch_ops: self.max_batch_ops,
@@ -354,6 +373,22 @@ impl CacheNodeBuilder {
                 security: self.security,
             }),
         })
+    }
+}
+
+/// How long a write's store call may go on after its caller was answered, by default.
+pub const DEFAULT_ABANDON_WRITES_AFTER: Duration = Duration::from_secs(120);
+
+/// A write task's way to answer its caller before the task ends: once, when it gives up
+/// waiting for the store but still holds the key.
+struct EarlyAnswer(Mutex<Option<tokio::sync::oneshot::Sender<Error>>>);
+
+impl EarlyAnswer {
+    fn give(&self, err: Error) {
+        let tx = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(err);
+        }
     }
 }
 
@@ -387,6 +422,8 @@ struct Counters {
     hot_replies: AtomicU64,
     unsettled_reads: AtomicU64,
     not_settled: AtomicU64,
+    writes_outlived: AtomicU64,
+    writes_abandoned: AtomicU64,
 }
 
 /// One cachelet: a byte-bounded cache in front of the application's blob store. Cheap to
@@ -407,6 +444,7 @@ pub(crate) struct Inner {
     pub(crate) epochs: crate::epochs::Epochs,
     self_addr: OnceLock<String>,
     store_timeout: Duration,
+    abandon_writes_after: Duration,
     op_timeout: Duration,
     max_inflight_per_stream: usize,
     max_batch_ops: usize,
@@ -853,6 +891,43 @@ impl CacheNode {
         epoch: u64,
         budget: Duration,
     ) -> Result<Version, Error> {
+        let (key, if_match) = (key.to_owned(), if_match.map(str::to_owned));
+        self.detached(move |node, answer| async move {
+            node.put_here(&key, value, if_match.as_deref(), epoch, budget, &answer)
+                .await
+        })
+        .await
+    }
+
+    /// Runs a write in a task of its own, so that a caller that gives up (its deadline, a
+    /// closed stream) does not end it: a write ends only when its store call has, and until
+    /// then it holds the key's write guard. The caller is answered early when the task gives
+    /// up waiting for the store ([`EarlyAnswer`]).
+    async fn detached<T, F, Fut>(&self, write: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(CacheNode, EarlyAnswer) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let (tx, early) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(write(self.clone(), EarlyAnswer(Mutex::new(Some(tx)))));
+        tokio::select! {
+            done = task => done.unwrap_or_else(|e| {
+                Err(Error::StoreUnavailable(format!("the write ended early: {e}")))
+            }),
+            Ok(err) = early => Err(err),
+        }
+    }
+
+    async fn put_here(
+        &self,
+        key: &str,
+        value: Bytes,
+        if_match: Option<&str>,
+        epoch: u64,
+        budget: Duration,
+        answer: &EarlyAnswer,
+    ) -> Result<Version, Error> {
         let span = tracing::debug_span!("put", key_len = key.len(), value_len = value.len(), epoch);
         async {
             self.inner.counters.puts.fetch_add(1, Ordering::Relaxed);
@@ -867,7 +942,7 @@ impl CacheNode {
                     .entries
                     .write_through(key, || async {
                         let version = self
-                            .write_store(key, value.clone(), if_match, budget)
+                            .write_store(key, value.clone(), if_match, budget, answer)
                             .await?;
                         Ok(Some(Entry::new(value.clone(), version)))
                     })
@@ -917,6 +992,20 @@ impl CacheNode {
     /// # Errors
     /// Invalid key, wrong owner, not settled, store unavailable.
     pub async fn delete(&self, key: &str, epoch: u64, budget: Duration) -> Result<(), Error> {
+        let key = key.to_owned();
+        self.detached(move |node, answer| async move {
+            node.delete_here(&key, epoch, budget, &answer).await
+        })
+        .await
+    }
+
+    async fn delete_here(
+        &self,
+        key: &str,
+        epoch: u64,
+        budget: Duration,
+        answer: &EarlyAnswer,
+    ) -> Result<(), Error> {
         let span = tracing::debug_span!("delete", key_len = key.len(), epoch);
         async {
             self.inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
@@ -927,7 +1016,7 @@ impl CacheNode {
                 self.inner
                     .entries
                     .write_through(key, || async {
-                        self.delete_store(key, budget).await?;
+                        self.delete_store(key, budget, answer).await?;
                         Ok(None)
                     })
                     .await?;
@@ -1062,6 +1151,7 @@ impl CacheNode {
         value: Bytes,
         if_match: Option<&str>,
         budget: Duration,
+        answer: &EarlyAnswer,
     ) -> Result<Version, Error> {
         let path = blob_path(key)?;
         self.inner
@@ -1116,10 +1206,43 @@ impl CacheNode {
             };
             self.written_version(key, &path, &result).await
         };
+        self.outlive(key, write, budget, answer).await
+    }
+
+    /// Runs a write's store call. Past the store deadline the caller is answered (an unknown
+    /// outcome), but the call goes on, and so does the write holding its guards: a call that
+    /// is dropped may still land (a file written on a blocking thread, a request already
+    /// sent), and it must not land after the key has moved on. Only past
+    /// [`CacheNodeBuilder::abandon_writes_after`] is the call dropped.
+    async fn outlive<T>(
+        &self,
+        key: &str,
+        call: impl Future<Output = Result<T, Error>>,
+        budget: Duration,
+        answer: &EarlyAnswer,
+    ) -> Result<T, Error> {
         let limit = self.store_deadline(budget);
-        tokio::time::timeout(limit, write)
-            .await
-            .map_err(|_| self.store_timed_out(limit))?
+        let mut call = std::pin::pin!(call);
+        if let Ok(done) = tokio::time::timeout(limit, call.as_mut()).await {
+            return done;
+        }
+        let err = self.store_timed_out(limit);
+        self.inner.entries.mark_suspect(key);
+        answer.give(Error::StoreUnavailable(err.to_string()));
+        let c = &self.inner.counters;
+        c.writes_outlived.fetch_add(1, Ordering::Relaxed);
+        let rest = self.inner.abandon_writes_after;
+        if tokio::time::timeout(rest, call).await.is_err() {
+            c.writes_abandoned.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                after = ?limit + rest,
+                "a write's store call was dropped unfinished; the store is taken as never \
+                 applying it"
+            );
+        }
+        // Whatever the call did, its caller was told the outcome is unknown, and the write
+        // leaves the key suspect.
+        Err(err)
     }
 
     /// On a store without conditional writes, writes and deletes of one key take turns on
@@ -1208,7 +1331,12 @@ impl CacheNode {
         }
     }
 
-    async fn delete_store(&self, key: &str, budget: Duration) -> Result<(), Error> {
+    async fn delete_store(
+        &self,
+        key: &str,
+        budget: Duration,
+        answer: &EarlyAnswer,
+    ) -> Result<(), Error> {
         let path = blob_path(key)?;
         self.inner
             .counters
@@ -1221,10 +1349,7 @@ impl CacheNode {
                 Err(e) => Err(self.store_error(key, e)),
             }
         };
-        let limit = self.store_deadline(budget);
-        tokio::time::timeout(limit, delete)
-            .await
-            .map_err(|_| self.store_timed_out(limit))?
+        self.outlive(key, delete, budget, answer).await
     }
 
     /// The node's counters now.
@@ -1255,6 +1380,8 @@ impl CacheNode {
             fallback_reads: load(&c.fallback_reads),
             reply_budget_bytes: self.inner.budget.bytes(),
             leases_granted: self.inner.leases.granted.load(Ordering::Relaxed),
+            writes_outlived: load(&c.writes_outlived),
+            writes_abandoned: load(&c.writes_abandoned),
             leases_active: self.inner.leases.active(),
             lease_invalidations: self.inner.leases.invalidations.load(Ordering::Relaxed),
             lease_expiry_waits: self.inner.leases.expiry_waits.load(Ordering::Relaxed),

@@ -63,18 +63,21 @@ pub fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>> {
         "s3" | "s3a" => Arc::new(
             AmazonS3Builder::from_env()
                 .with_url(url)
+                .with_retry(store_retries())
                 .build()
                 .map_err(|e| fail(e.to_string()))?,
         ),
         "az" | "azure" | "abfs" | "abfss" => Arc::new(
             MicrosoftAzureBuilder::from_env()
                 .with_url(url)
+                .with_retry(store_retries())
                 .build()
                 .map_err(|e| fail(e.to_string()))?,
         ),
         "gs" => Arc::new(
             GoogleCloudStorageBuilder::from_env()
                 .with_url(url)
+                .with_retry(store_retries())
                 .build()
                 .map_err(|e| fail(e.to_string()))?,
         ),
@@ -84,6 +87,18 @@ pub fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>> {
         Ok(store)
     } else {
         Ok(Arc::new(PrefixStore::new(store, prefix)))
+    }
+}
+
+/// Retries of a remote store opened from a URL. A call then ends, retries included, within
+/// about a minute: 30 s of retries after its first attempt, each attempt at most 30 s
+/// (object_store's request timeout). A write the node stops waiting for at its store deadline
+/// keeps its key fenced until its call ends, so this bound is also how long a store outage can
+/// hold a key; it stays inside [`crate::node::DEFAULT_ABANDON_WRITES_AFTER`].
+fn store_retries() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        retry_timeout: Duration::from_secs(30),
+        ..Default::default()
     }
 }
 
@@ -113,6 +128,7 @@ struct Faults {
     latency_us: AtomicU64,
     acks_lost: AtomicBool,
     put_latency_us: AtomicU64,
+    late_put_us: AtomicU64,
 }
 
 /// A store wrapper that counts calls, adds latency, and fails on demand. Clones share their
@@ -178,6 +194,14 @@ impl InstrumentedStore {
         self.faults.acks_lost.store(lost, Ordering::SeqCst);
     }
 
+    /// Adds `delay` before every write, as a write that has left the caller does: the write
+    /// lands after `delay` even when its caller has given up waiting for it (a local file
+    /// written on a blocking thread, or a request already sent to a remote store).
+    pub fn set_late_writes(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.faults.late_put_us.store(us, Ordering::SeqCst);
+    }
+
     /// The calls made so far.
     pub fn calls(&self) -> StoreCalls {
         let f = &self.faults;
@@ -219,7 +243,22 @@ impl ObjectStore for InstrumentedStore {
         if us > 0 {
             tokio::time::sleep(Duration::from_micros(us)).await;
         }
-        let result = self.inner.put_opts(location, payload, opts).await;
+        let late = self.faults.late_put_us.load(Ordering::SeqCst);
+        let result = if late > 0 {
+            let (inner, location) = (Arc::clone(&self.inner), location.clone());
+            let landing = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(late)).await;
+                inner.put_opts(&location, payload, opts).await
+            });
+            landing.await.unwrap_or_else(|e| {
+                Err(object_store::Error::Generic {
+                    store: "instrumented",
+                    source: e.into(),
+                })
+            })
+        } else {
+            self.inner.put_opts(location, payload, opts).await
+        };
         if self.faults.acks_lost.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
