@@ -31,6 +31,9 @@ enum Command {
     /// stops and store outages; every op is recorded and the history checked. Exits with 2
     /// when the checker finds anomalies.
     Check(Box<cache_bench::check::CheckArgs>),
+    /// Holds a read lease on one key until killed (the process `modes` stops).
+    #[command(hide = true)]
+    Hold(cache_bench::modes::HoldArgs),
     /// Runs one cache-server node, exactly as the cache-server binary does (used by `check`
     /// when no cache-server binary is at hand).
     #[command(hide = true)]
@@ -66,6 +69,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Ping(args) => cache_bench::ping::run(args).await?,
         Command::Modes(args) => cache_bench::modes::run(args).await?,
+        Command::Hold(args) => cache_bench::modes::hold(args).await?,
         Command::Scale(args) => {
             cache_bench::scale::run(args).await?;
         }

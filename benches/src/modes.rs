@@ -9,7 +9,9 @@
 //!    under `Bounded`: the local hit ratio, and the share of reads that needed value bytes
 //!    from a node.
 //! 3. What leases cost writers: a put's latency when 0, 1 or 8 clients hold a lease on its key
-//!    (each holder reads the key again before the next put, so it holds a lease each time).
+//!    (each holder reads the key again before the next put, so it holds a lease each time),
+//!    and when the one holder is a process that is SIGSTOPped while it holds its lease
+//!    ([`hold`]): the write then waits for the lease to end, one lease length at most.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,13 +56,116 @@ pub struct ModesArgs {
     /// Writes timed per number of lease holders (0, 1 and 8) in the last part.
     #[arg(long, default_value_t = 300)]
     pub lease_writes: usize,
+    /// Writes timed while their key's one lease holder, a process of its own, is stopped.
+    #[arg(long, default_value_t = 5)]
+    pub stopped_writes: usize,
+    /// The executable that runs the stopped holder as `HOLDER hold ...` (default: this one).
+    #[arg(long)]
+    pub holder_bin: Option<std::path::PathBuf>,
     /// Writes every latency row's p50, p90 and p99 (microseconds), under the row's name, as
     /// JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
 }
 
+/// The settings of the lease holder process that `modes` stops (`cache-bench hold`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HoldArgs {
+    /// The nodes (comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// The application.
+    #[arg(long)]
+    pub app: String,
+    /// The key to hold a lease on.
+    #[arg(long)]
+    pub key: String,
+}
+
+/// What the holder prints once it holds a lease.
+const HELD: &str = "held";
+/// How often the holder reads its key again, so that it holds a lease whenever it is stopped.
+const HOLD_READ_EVERY: Duration = Duration::from_millis(20);
+
+/// Holds a read lease on one key, as a function instance that reads it now and then: reads it
+/// every 20 ms (a leased copy is served locally, and renewed by a read that goes to the node
+/// once the lease has ended), prints `held` once a lease is granted, and runs until killed.
+///
+/// # Errors
+/// When the client cannot be built or a read fails.
+pub async fn hold(args: HoldArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let client = CacheClient::builder()
+        .app(&args.app)
+        .nodes(args.nodes)
+        .local_capacity_bytes(1 << 20)
+        .consistency(Consistency::Strong)
+        .leases(true)
+        .build()
+        .await?;
+    let mut said = false;
+    loop {
+        client.get(&args.key).await?;
+        if !said && client.client_stats().local_leased > 0 {
+            println!("{HELD}");
+            std::io::stdout().flush()?;
+            said = true;
+        }
+        tokio::time::sleep(HOLD_READ_EVERY).await;
+    }
+}
+
+/// Times `writes` puts of `key` while a holder process, which holds a lease on it, is
+/// SIGSTOPped: each waits for the lease to end (the node cannot hear from the holder).
+async fn stopped_holder_writes(
+    args: &ModesArgs,
+    nodes: &[String],
+    remote: &CacheClient,
+    key: &str,
+    value: &Bytes,
+) -> anyhow::Result<Histogram<u64>> {
+    use tokio::io::AsyncBufReadExt;
+    let bin = match &args.holder_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut child = tokio::process::Command::new(&bin)
+        .args(["hold", "--app", "modes", "--key", key, "--nodes"])
+        .arg(nodes.join(","))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting the holder {}: {e}", bin.display()))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow::anyhow!("the holder exited"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+    anyhow::ensure!(
+        matches!(&first, Ok(Ok(Some(line))) if line == HELD),
+        "the holder did not take a lease: {first:?}"
+    );
+    let mut h = hist();
+    for _ in 0..args.stopped_writes {
+        // A write it hears drops its lease; its next read takes a fresh one, which it holds
+        // when it is frozen.
+        remote.put(key, value.clone()).await?;
+        tokio::time::sleep(HOLD_READ_EVERY * 5).await;
+        crate::procs::signal(pid, "STOP")?;
+        let t = Instant::now();
+        let put = remote.put(key, value.clone()).await;
+        h.record(ns(t))?;
+        crate::procs::signal(pid, "CONT")?;
+        put?;
+    }
+    child.kill().await?;
+    Ok(h)
+}
+
 const VALUE_BYTES: usize = 1024;
+/// The nodes' lease length (their default).
+const LEASE: Duration = Duration::from_secs(2);
 
 fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid bounds")
@@ -84,7 +189,10 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = open_store(&format!("file://{}", dir.path().display()))?;
     let cluster = LocalCluster::start(3, |b| {
-        b.app("modes").store(store.clone()).capacity_bytes(64 << 20)
+        b.app("modes")
+            .store(store.clone())
+            .capacity_bytes(64 << 20)
+            .lease(LEASE)
     })
     .await?;
     let value = Bytes::from(vec![b'v'; VALUE_BYTES]);
@@ -334,7 +442,27 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
             &h.len().to_string(),
         ]);
     }
-    println!("writes: one key of {VALUE_BYTES} B over a local-file store");
+    let h = stopped_holder_writes(&args, &cluster.addrs(), &remote, key, &value).await?;
+    let name = "put, 1 stopped lease holder".to_owned();
+    json.insert(
+        name.clone(),
+        serde_json::json!({
+            "p50_us": h.value_at_quantile(0.5) as f64 / 1000.0,
+            "p99_us": h.value_at_quantile(0.99) as f64 / 1000.0,
+            "max_us": h.max() as f64 / 1000.0,
+            "puts": h.len(),
+        }),
+    );
+    table.row([
+        &name,
+        &us(h.value_at_quantile(0.5)),
+        &us(h.value_at_quantile(0.99)),
+        &h.len().to_string(),
+    ]);
+    println!(
+        "writes: one key of {VALUE_BYTES} B over a local-file store; leases of {} ms",
+        LEASE.as_millis()
+    );
     print!("{table}");
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;

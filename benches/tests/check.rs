@@ -1,10 +1,25 @@
-//! `cache-bench check` against real `cache-server` processes over local files: changes of
-//! members every 0.5 s (two in three told to one node alone), kills and stops, for 30 s. The first run must find no anomaly; the negative
-//! control, with epoch fencing switched off on every node, must find some.
+//! `cache-bench check` against real `cache-server` processes over local files, for 30 s, on
+//! two schedules:
+//! - the harsh one: changes of members every 0.5 s (two in three told to one node alone),
+//!   kills, stops and client pauses. The first run must find no anomaly; the negative
+//!   control, with epoch fencing switched off on every node, must find some.
+//! - the default one, with changes every 3 s, under which most `Strong` reads are served from
+//!   leased copies. No anomaly may be found; the negative control, whose writes do not wait
+//!   for lease holders, must find some.
 
 use std::process::Command;
 
 use serde_json::Value;
+
+/// The harsh schedule.
+const HARSH: &[&str] = &[
+    "--faults",
+    "members,kill,stop,pause",
+    "--membership-interval",
+    "500ms",
+];
+/// The default schedule, on local files.
+const LEASED: &[&str] = &["--faults", "members,kill,stop,pause"];
 
 /// Runs `cache-bench check` on the short settings plus `extra`; returns its exit code and
 /// JSON summary.
@@ -21,10 +36,6 @@ fn check(extra: &[&str]) -> (Option<i32>, Value) {
             "6",
             "--store",
             "file",
-            "--faults",
-            "members,kill,stop",
-            "--membership-interval",
-            "500ms",
         ])
         .arg("--json")
         .arg(&json)
@@ -68,7 +79,7 @@ fn anomalies(summary: &Value) -> u64 {
 
 #[test]
 fn a_run_under_faults_reports_every_figure_and_no_anomaly() {
-    let (code, summary) = check(&[]);
+    let (code, summary) = check(HARSH);
     for field in [
         "ops",
         "anomalies",
@@ -77,6 +88,9 @@ fn a_run_under_faults_reports_every_figure_and_no_anomaly() {
         "kills",
         "stops",
         "store_outages",
+        "pauses",
+        "strong_reads",
+        "leased_reads",
         "failed_by_code",
         "unchecked_keys",
         "duration_s",
@@ -91,6 +105,8 @@ fn a_run_under_faults_reports_every_figure_and_no_anomaly() {
     );
     assert!(summary["kills"].as_u64().unwrap() >= 1, "{summary}");
     assert!(summary["stops"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(summary["pauses"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(summary["leases"], true, "leases are on by default");
     assert_eq!(
         summary["unchecked_keys"].as_array().map(Vec::len),
         Some(0),
@@ -113,8 +129,36 @@ fn a_run_under_faults_reports_every_figure_and_no_anomaly() {
 
 #[test]
 fn the_checker_catches_nodes_without_fencing() {
-    let (code, summary) = check(&["--nemesis-control", "unfenced"]);
+    let (code, summary) = check(&[HARSH, &["--nemesis-control", "unfenced"]].concat());
     assert_eq!(summary["nemesis_control"], "unfenced");
     assert!(anomalies(&summary) > 0, "no anomaly found: {summary}");
     assert_eq!(code, Some(2), "anomalies make the exit code 2");
+}
+
+#[test]
+fn leased_reads_stay_linearizable_through_scale_events_and_pauses() {
+    let (code, summary) = check(LEASED);
+    let strong = summary["strong_reads"].as_u64().unwrap();
+    let leased = summary["leased_reads"].as_u64().unwrap();
+    assert!(
+        leased * 4 > strong,
+        "most Strong reads should be leased: {leased} of {strong}"
+    );
+    assert!(summary["membership_changes"].as_u64().unwrap() >= 3);
+    assert!(summary["pauses"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        anomalies(&summary),
+        0,
+        "the checker found anomalies: {:#}",
+        summary["first_anomalies"]
+    );
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn the_checker_catches_writes_that_do_not_wait_for_lease_holders() {
+    let (code, summary) = check(&[LEASED, &["--nemesis-control", "unleased-writes"]].concat());
+    assert_eq!(summary["nemesis_control"], "unleased-writes");
+    assert!(anomalies(&summary) > 0, "no anomaly found: {summary}");
+    assert_eq!(code, Some(2));
 }

@@ -16,6 +16,8 @@ async fn modes_runs_and_serves_local_hits_locally() {
         local_fraction: 0.1,
         bound_ms: 50,
         lease_writes: 5,
+        stopped_writes: 2,
+        holder_bin: Some(env!("CARGO_BIN_EXE_cache-bench").into()),
         json: Some(json.clone()),
     })
     .await
@@ -29,4 +31,13 @@ async fn modes_runs_and_serves_local_hits_locally() {
     ] {
         assert!(rows[row]["p50_us"].as_f64().unwrap() > 0.0, "{row}: {rows}");
     }
+    // A stopped holder costs a writer one lease length (2 s) at most, and it does cost: the
+    // write waited for the lease, it did not skip it.
+    let stopped = &rows["put, 1 stopped lease holder"];
+    let max_us = stopped["max_us"].as_f64().unwrap();
+    assert!(max_us < 2_500_000.0, "{stopped}");
+    assert!(
+        stopped["p50_us"].as_f64().unwrap() > 1_000_000.0,
+        "{stopped}"
+    );
 }

@@ -188,7 +188,7 @@ impl Default for CacheClientBuilder {
             local_capacity_bytes: 0,
             local_admission: LocalAdmission::All,
             invalidations: true,
-            leases: false,
+            leases: true,
             clock: Arc::new(SystemClock),
             token: None,
             tls_ca_pem: None,
@@ -272,7 +272,7 @@ impl CacheClientBuilder {
     /// Whether `Strong` reads ask the nodes for read leases on the copies they keep, and serve
     /// leased copies with no round trip. A node invalidates every leased copy before a write
     /// to its key changes anything, so leased reads stay `Strong`. Needs the local tier.
-    /// Default: false (opt-in while the fault-injection check does not cover leases).
+    /// Default: true. Off, every `Strong` read checks its version with the home node.
     pub fn leases(mut self, on: bool) -> Self {
         self.leases = on;
         self

@@ -27,6 +27,8 @@ pub(crate) struct Leases {
     pub(crate) granted: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     pub(crate) expiry_waits: AtomicU64,
+    pub(crate) expiry_wait_us: AtomicU64,
+    pub(crate) expiry_wait_max_us: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -44,7 +46,14 @@ impl Leases {
             granted: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             expiry_waits: AtomicU64::new(0),
+            expiry_wait_us: AtomicU64::new(0),
+            expiry_wait_max_us: AtomicU64::new(0),
         }
+    }
+
+    /// The length of the leases this node grants.
+    pub(crate) fn lease(&self) -> Duration {
+        self.config.lease
     }
 
     /// A new holder, with the stream its invalidations go to.
@@ -159,6 +168,7 @@ impl Leases {
             return;
         }
         let mut expired = false;
+        let started = Instant::now();
         loop {
             let notified = self.acked.notified();
             tokio::pin!(notified);
@@ -172,7 +182,10 @@ impl Leases {
             }
         }
         if expired {
+            let waited = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.expiry_waits.fetch_add(1, Ordering::Relaxed);
+            self.expiry_wait_us.fetch_add(waited, Ordering::Relaxed);
+            self.expiry_wait_max_us.fetch_max(waited, Ordering::Relaxed);
         }
     }
 }

@@ -60,6 +60,10 @@ pub fn record(recorder: &PrometheusRecorder, stats: &pb::NodeStats) {
         gauge!("cachelet_leases_active").set(stats.leases_active as f64);
         counter!("cachelet_lease_invalidations_total").absolute(stats.lease_invalidations);
         counter!("cachelet_lease_expiry_waits_total").absolute(stats.lease_expiry_waits);
+        counter!("cachelet_lease_expiry_wait_milliseconds_total")
+            .absolute(stats.lease_expiry_wait_us / 1000);
+        gauge!("cachelet_lease_expiry_wait_max_seconds")
+            .set(stats.lease_expiry_wait_max_us as f64 / 1e6);
         counter!("cachelet_writes_outlived_total").absolute(stats.writes_outlived);
         counter!("cachelet_writes_abandoned_total").absolute(stats.writes_abandoned);
         gauge!("cachelet_drained").set(if stats.drained { 1.0 } else { 0.0 });

@@ -170,7 +170,11 @@ impl CacheNodeBuilder {
 
     /// How long a node waits before it takes a peer that refuses connections (its process is
     /// gone) as fenced, and how long a node that just started waits before it answers fence
-    /// requests: time for store writes a dead process had already sent to land. Default: 1 s.
+    /// requests: time for store writes a dead process had already sent to land. Never less
+    /// than the lease length ([`CacheNodeBuilder::lease`]), since a process that ended may
+    /// have granted leases that holders honour until they end; for the same reason, a node
+    /// that starts in a cluster that already existed takes no write for one lease length.
+    /// Default: 1 s.
     pub fn fence_grace(mut self, grace: Duration) -> Self {
         self.scale.fence_grace = grace;
         self
@@ -443,7 +447,7 @@ pub(crate) struct Inner {
     pub(crate) leases: crate::leases::Leases,
     pub(crate) epochs: crate::epochs::Epochs,
     self_addr: OnceLock<String>,
-    store_timeout: Duration,
+    pub(crate) store_timeout: Duration,
     abandon_writes_after: Duration,
     op_timeout: Duration,
     max_inflight_per_stream: usize,
@@ -946,7 +950,9 @@ impl CacheNode {
                             .await?;
                         Ok(Some(Entry::new(value.clone(), version)))
                     })
-                    .await?;
+                    .await;
+                self.inner.scale.forget_departed(key);
+                let written = written?;
                 let version = written
                     .map(|e| e.version)
                     .ok_or_else(|| Error::InvalidRequest("write produced no entry".into()))?;
@@ -970,6 +976,7 @@ impl CacheNode {
         budget: Duration,
     ) -> Result<crate::epochs::WriteGuard<'_>, Error> {
         self.access(key, epoch).await?;
+        self.wait_quiet(budget).await?;
         let guard = self
             .inner
             .epochs
@@ -1013,13 +1020,16 @@ impl CacheNode {
                 validate_key(key)?;
                 let _guard = self.admit_write(key, epoch, budget).await?;
                 let _lease_write = self.inner.leases.begin_write(key).await;
-                self.inner
+                let deleted = self
+                    .inner
                     .entries
                     .write_through(key, || async {
                         self.delete_store(key, budget, answer).await?;
                         Ok(None)
                     })
-                    .await?;
+                    .await;
+                self.inner.scale.forget_departed(key);
+                deleted?;
                 self.publish(key, None);
                 Ok(())
             }
@@ -1380,6 +1390,8 @@ impl CacheNode {
             fallback_reads: load(&c.fallback_reads),
             reply_budget_bytes: self.inner.budget.bytes(),
             leases_granted: self.inner.leases.granted.load(Ordering::Relaxed),
+            lease_expiry_wait_us: self.inner.leases.expiry_wait_us.load(Ordering::Relaxed),
+            lease_expiry_wait_max_us: self.inner.leases.expiry_wait_max_us.load(Ordering::Relaxed),
             writes_outlived: load(&c.writes_outlived),
             writes_abandoned: load(&c.writes_abandoned),
             leases_active: self.inner.leases.active(),

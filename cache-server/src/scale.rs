@@ -27,9 +27,14 @@ use std::time::{Duration, Instant};
 use cache_core::fence::{Access, Adopted, Ownership};
 use cache_core::{Entry, Error, Membership, Version, key_hash};
 use cache_proto::v1 as pb;
+use object_store::ObjectStoreExt;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
+
+/// Where each node process leaves a record, under its address, when it starts: a process
+/// that finds one knows that another served on its address before it.
+pub(crate) const PROCESS_PREFIX: &str = "_cachelet/processes/";
 
 use crate::node::CacheNode;
 use crate::scale_state::{Departed, Gained, ScaleState, Written, lock};
@@ -125,6 +130,13 @@ impl CacheNode {
 
     async fn boot_once(&self) -> Result<(), Error> {
         let epochs = &self.inner.epochs;
+        if self.restarted().await? {
+            // A previous process on this address may have granted read leases, which holders
+            // honour until they end, and which this process cannot invalidate since it does
+            // not know them. Its writes wait until they have ended.
+            let lease = self.inner.leases.lease();
+            *lock(&self.scale().quiet_until) = Some(self.scale().started + lease);
+        }
         if epochs.latest_from(1).await?.is_none() {
             // A new cluster: the configured members become epoch 1, unless another node
             // claimed it first (then its list wins).
@@ -137,6 +149,65 @@ impl CacheNode {
             .await?
             .ok_or_else(|| Error::StoreUnavailable("epoch 1 vanished from the store".into()))?;
         self.catch_up(latest).await?;
+        Ok(())
+    }
+
+    /// Whether a process served on this node's address before, by a record each process
+    /// leaves in the store at start-up ([`PROCESS_PREFIX`]); leaves this process's record.
+    async fn restarted(&self) -> Result<bool, Error> {
+        let store = &self.inner.store;
+        let me = self.me();
+        let name: String = me
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let path = object_store::path::Path::from(format!("{PROCESS_PREFIX}{name}"));
+        let to_error = |e: object_store::Error| crate::store::request_error(&e);
+        let timeout = self.inner.store_timeout;
+        let before = match tokio::time::timeout(timeout, store.head(&path)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(object_store::Error::NotFound { .. })) => false,
+            Ok(Err(e)) => return Err(to_error(e)),
+            Err(_) => return Err(Error::StoreUnavailable("the store did not answer".into())),
+        };
+        let record = bytes::Bytes::from(me.into_bytes());
+        match tokio::time::timeout(timeout, store.put(&path, record.into())).await {
+            Ok(Ok(_)) => Ok(before),
+            Ok(Err(e)) => Err(to_error(e)),
+            Err(_) => Err(Error::StoreUnavailable("the store did not answer".into())),
+        }
+    }
+
+    /// How long a node that just started waits before it answers fence requests, and how
+    /// long a peer that refuses connections must have refused them before it counts as
+    /// fenced: the configured grace, and at least one lease length, since the process that
+    /// ended may have granted leases that holders honour until they end.
+    fn fence_grace(&self) -> Duration {
+        self.scale()
+            .config
+            .fence_grace
+            .max(self.inner.leases.lease())
+    }
+
+    /// Waits, for a write, until the leases a previous process on this address may have
+    /// granted have ended (see `boot_once`); fails when that is beyond `budget`.
+    pub(crate) async fn wait_quiet(&self, budget: Duration) -> Result<(), Error> {
+        let Some(until) = *lock(&self.scale().quiet_until) else {
+            return Ok(());
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            *lock(&self.scale().quiet_until) = None;
+            return Ok(());
+        }
+        if left > budget {
+            return Err(Error::NotSettled(format!(
+                "the node started {:?} ago, and waits for leases a previous process on its \
+                 address may have granted to end",
+                self.scale().started.elapsed()
+            )));
+        }
+        tokio::time::sleep(left).await;
         Ok(())
     }
 
@@ -298,7 +369,7 @@ impl CacheNode {
                 app: self.app().to_owned(),
                 epoch,
             };
-            let grace = self.scale().config.fence_grace;
+            let grace = self.fence_grace();
             let replies = futures::future::join_all(targets.iter().map(|target| {
                 let mut peer = pb::peer_client::PeerClient::new(self.peer(target));
                 let request = request.clone();
@@ -359,7 +430,7 @@ impl CacheNode {
         if epochs.fencing() {
             self.catch_up(epoch).await?;
             let up = self.scale().started.elapsed();
-            let grace = self.scale().config.fence_grace;
+            let grace = self.fence_grace();
             if up < grace {
                 tokio::time::sleep(grace - up).await;
             }

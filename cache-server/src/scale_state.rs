@@ -116,6 +116,9 @@ pub(crate) struct ScaleState {
     pub ready: watch::Sender<bool>,
     pub advisor: Mutex<(Advisor, Option<(Instant, Totals)>)>,
     pub started: Instant,
+    /// Until when writes wait, when the node started in a cluster that already existed: a
+    /// previous process on its address may have granted leases that holders still honour.
+    pub quiet_until: Mutex<Option<Instant>>,
     pub handoff_hits: AtomicU64,
     pub handoff_sent: AtomicU64,
     pub handoff_received: AtomicU64,
@@ -142,6 +145,7 @@ impl ScaleState {
             drained: AtomicBool::new(false),
             ready: watch::channel(false).0,
             started: Instant::now(),
+            quiet_until: Mutex::default(),
             handoff_hits: AtomicU64::new(0),
             handoff_sent: AtomicU64::new(0),
             handoff_received: AtomicU64::new(0),
@@ -152,6 +156,17 @@ impl ScaleState {
 
     pub fn count_handoff_hit(&self) {
         self.handoff_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A write of `key` ended (after its store call, before it lets fences go by): the copy
+    /// of it this node set aside when it gave the key up, if any, is no longer the store's
+    /// version, and is neither handed over nor peeked. The copy was set aside when the node
+    /// adopted the epoch that moved the key; a write admitted before that may have still been
+    /// waiting (for lease holders, or for its turn) with the old copy cached.
+    pub fn forget_departed(&self, key: &str) {
+        if let Some(d) = lock(&self.departed).as_mut() {
+            d.entries.remove(key);
+        }
     }
 
     /// Records a write of `key` admitted at `epoch` (before its store call), while copies

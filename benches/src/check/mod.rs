@@ -8,8 +8,9 @@
 //!    tier, half reading `Strong` and half `Strict`, read, write, write conditionally and
 //!    delete a few keys, one op at a time, recording every op; a further process writes a few
 //!    other keys straight to the store, which only `Strict` reads read
-//!    ([`workload`]). Meanwhile the nemesis changes the members and kills, stops and
-//!    restarts nodes and the store ([`nemesis::run`]).
+//!    ([`workload`]). Each client process runs on a thread of its own, with a runtime of its
+//!    own. Meanwhile the nemesis changes the members and kills, stops and restarts nodes and
+//!    the store ([`nemesis::run`]), and freezes client processes ([`workload::pauses`]).
 //! 3. Heal every fault, wait until every member has the last member list, then read every
 //!    key once `Strict` and once `Strong`, so that lost writes show up.
 //! 4. Check the history, print a table and the first anomalies, write `--json` and
@@ -76,6 +77,9 @@ pub enum Fault {
     Stop,
     /// SIGSTOP the store (moto) for 10 s.
     Store,
+    /// Freeze a client process for 0.3 to 1.5 s every few seconds, as a platform does with an
+    /// instance it stops scheduling: with leases on, a holder that cannot hear invalidations.
+    Pause,
     /// No faults.
     None,
 }
@@ -87,6 +91,9 @@ pub enum NemesisControl {
     None,
     /// Every node runs with epoch fencing off (`cache-server --unfenced`).
     Unfenced,
+    /// Leases on, and writes do not wait for lease holders to drop their copies
+    /// (`cache-server --unleased-writes`).
+    UnleasedWrites,
 }
 
 impl NemesisControl {
@@ -94,6 +101,7 @@ impl NemesisControl {
         match self {
             NemesisControl::None => "none",
             NemesisControl::Unfenced => "unfenced",
+            NemesisControl::UnleasedWrites => "unleased-writes",
         }
     }
 }
@@ -101,9 +109,10 @@ impl NemesisControl {
 /// The settings of `cache-bench check`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
-    /// Strong clients ask for read leases and serve leased local copies.
-    #[arg(long)]
-    pub leases: bool,
+    /// Strong clients take no read leases, and check every read with the home node (leases
+    /// are on by default, as in the client; `--nemesis-control unleased-writes` needs them).
+    #[arg(long, conflicts_with = "nemesis_control")]
+    pub no_leases: bool,
     /// How long the workload and the faults run (for example 30s, 2m).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -128,12 +137,12 @@ pub struct CheckArgs {
     /// Time between changes of members.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub membership_interval: Duration,
-    /// Faults to inject (comma-separated): members, kill, stop, store, or none.
+    /// Faults to inject (comma-separated): members, kill, stop, store, pause, or none.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "members,kill,stop,store"
+        default_value = "members,kill,stop,store,pause"
     )]
     pub faults: Vec<Fault>,
     /// Seed of the schedule and the workload (default: random, printed).
@@ -145,7 +154,9 @@ pub struct CheckArgs {
     /// Write the summary to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Inject a bug on purpose: `unfenced` runs the nodes with epoch fencing off.
+    /// Inject a bug on purpose: `unfenced` runs the nodes with epoch fencing off;
+    /// `unleased-writes` turns leases on and lets writes complete before lease holders have
+    /// dropped their copies.
     #[arg(long, value_enum, default_value_t = NemesisControl::None)]
     pub nemesis_control: NemesisControl,
     /// Run the workload, with no faults, against these running nodes (comma-separated).
@@ -188,6 +199,14 @@ pub struct Summary {
     pub unknown_writes: u64,
     /// Conditional writes refused because the version had changed.
     pub cas_mismatches: u64,
+    /// Client processes frozen for a while (`--faults pause`).
+    pub pauses: u64,
+    /// Whether `Strong` clients took read leases.
+    pub leases: bool,
+    /// `Strong` reads that succeeded.
+    pub strong_reads: u64,
+    /// Of those, the reads served from a leased local copy, with no round trip.
+    pub leased_reads: u64,
     /// Keys the checker could not check.
     pub unchecked_keys: Vec<String>,
     /// Ops beyond the recorder's bound, not checked.
@@ -198,7 +217,7 @@ pub struct Summary {
     pub duration_s: f64,
     /// Seconds the checker took.
     pub check_s: f64,
-    /// The injected bug: none or unfenced.
+    /// The injected bug: none, unfenced or unleased-writes.
     pub nemesis_control: String,
     /// The seed.
     pub seed: u64,
@@ -293,11 +312,13 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
 
     let recorder = Recorder::bounded(MAX_OPS);
     let stride = args.clients as u64 + 2;
+    let leases = !args.no_leases;
     let ctx = Arc::new(Ctx {
         recorder: recorder.clone(),
         keys,
         tally: Tally::default(),
         stride,
+        rereads: leases,
     });
     if let Some(cluster) = &mut setup.cluster {
         cluster.set_clock(recorder.clone());
@@ -305,31 +326,47 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
     let mut tasks = tokio::task::JoinSet::new();
     let start = Instant::now();
     let deadline = start + args.duration;
+    // Each client process runs on a thread of its own, with a runtime of its own, as a
+    // function instance runs in a process of its own: a pause freezes all of it.
+    let mut processes = Vec::new();
     for p in 0..args.clients {
         let mode = if p % 2 == 0 {
             Mode::Strong
         } else {
             Mode::Strict
         };
-        let client = CacheClient::builder()
+        let builder = CacheClient::builder()
             .app(&args.app)
             .nodes(setup.members.clone())
             .timeout(workload::CLIENT_TIMEOUT)
             .connect_timeout(Duration::from_millis(500))
             .backoff(Duration::from_millis(20), Duration::from_millis(500))
             .local_capacity_bytes(1 << 20)
-            .leases(args.leases)
-            .build()
-            .await?;
+            .leases(leases);
         let seed = seed ^ (p as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        tasks.spawn(workload::client_process(
-            Arc::clone(&ctx),
-            p,
-            client,
-            mode,
-            seed,
-            deadline,
-        ));
+        let ctx = Arc::clone(&ctx);
+        let pauses = faults.pause;
+        let process = std::thread::Builder::new()
+            .name(format!("check-client-{p}"))
+            .spawn(move || -> anyhow::Result<u64> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let client = builder.build().await?;
+                    if pauses {
+                        tokio::spawn(workload::pauses(
+                            Arc::clone(&ctx),
+                            seed.rotate_left(29),
+                            deadline,
+                        ));
+                    }
+                    workload::client_process(ctx, p, client.clone(), mode, seed, deadline).await;
+                    Ok(client.client_stats().local_leased)
+                })
+            })
+            .context("starting a client process")?;
+        processes.push(process);
     }
     if let Some(store) = setup.direct.clone() {
         tasks.spawn(workload::direct_process(
@@ -355,6 +392,12 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
         .await;
     }
     while tasks.join_next().await.is_some() {}
+    let mut leased_reads = 0;
+    for process in processes {
+        leased_reads += tokio::task::spawn_blocking(move || process.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("a client process panicked"))??;
+    }
     let duration_s = start.elapsed().as_secs_f64();
     if let Some(cluster) = &mut setup.cluster {
         println!("healing every fault");
@@ -372,11 +415,12 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
         .await?;
     workload::final_reads(&ctx, &reader, args.clients as u64 + 1).await;
     let server = setup.server.clone();
-    let windows = setup
+    let mut windows = setup
         .cluster
         .as_ref()
         .map(|c| c.windows.clone())
         .unwrap_or_default();
+    windows.extend(ctx.tally.pause_windows());
     drop(setup);
 
     let history = recorder.take();
@@ -404,6 +448,10 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
         failed_reads: ctx.tally.failed_reads.load(Ordering::Relaxed),
         unknown_writes: ctx.tally.unknown_writes.load(Ordering::Relaxed),
         cas_mismatches: ctx.tally.cas_mismatches.load(Ordering::Relaxed),
+        pauses: ctx.tally.pause_windows().len() as u64,
+        leases,
+        strong_reads: ctx.tally.strong_reads.load(Ordering::Relaxed),
+        leased_reads,
         unchecked_keys: report.unchecked.clone(),
         dropped_ops: recorder.dropped(),
         converged,
@@ -452,6 +500,7 @@ fn fault_set(args: &CheckArgs) -> Faults {
         kill: args.faults.contains(&Fault::Kill),
         stop: args.faults.contains(&Fault::Stop),
         store: args.faults.contains(&Fault::Store) && args.store == StoreKind::Moto,
+        pause: args.faults.contains(&Fault::Pause),
     }
 }
 
@@ -461,6 +510,7 @@ fn fault_names(f: Faults) -> Vec<String> {
         (f.kill, "kill"),
         (f.stop, "stop"),
         (f.store, "store"),
+        (f.pause, "pause"),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -480,8 +530,10 @@ async fn start_cluster(args: &CheckArgs, rng: &mut StdRng) -> anyhow::Result<Set
         ["--store-timeout-ms", "1000", "--gossip-interval-ms", "5000"]
             .map(String::from)
             .into();
-    if args.nemesis_control == NemesisControl::Unfenced {
-        extra_args.push("--unfenced".into());
+    match args.nemesis_control {
+        NemesisControl::None => {}
+        NemesisControl::Unfenced => extra_args.push("--unfenced".into()),
+        NemesisControl::UnleasedWrites => extra_args.push("--unleased-writes".into()),
     }
     let store = match args.store {
         StoreKind::Moto => moto_store(procs::loopback_ip(base, 0)).await?,
@@ -608,6 +660,7 @@ fn table(s: &Summary) -> String {
     ]);
     t.row(["stops", &s.nemesis.stops.to_string()]);
     t.row(["store outages", &s.nemesis.store_outages.to_string()]);
+    t.row(["client pauses", &s.pauses.to_string()]);
     let failed: u64 = s.failed_by_code.values().sum();
     t.row(["failed requests", &failed.to_string()]);
     for (code, n) in &s.failed_by_code {
@@ -619,6 +672,21 @@ fn table(s: &Summary) -> String {
     ]);
     t.row(["unknown-outcome writes", &s.unknown_writes.to_string()]);
     t.row(["cas mismatches", &s.cas_mismatches.to_string()]);
+    t.row(["leases", if s.leases { "on" } else { "off" }]);
+    let share = if s.strong_reads == 0 {
+        0.0
+    } else {
+        s.leased_reads as f64 / s.strong_reads as f64
+    };
+    t.row([
+        "Strong reads (leased local)",
+        &format!(
+            "{} ({}, {:.1}%)",
+            s.strong_reads,
+            s.leased_reads,
+            100.0 * share
+        ),
+    ]);
     t.row(["unchecked keys", &s.unchecked_keys.len().to_string()]);
     t.row(["converged before final reads", &s.converged.to_string()]);
     t.row(["duration", &format!("{:.1} s", s.duration_s)]);

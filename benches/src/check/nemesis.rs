@@ -52,6 +52,8 @@ pub(crate) struct Faults {
     pub stop: bool,
     /// SIGSTOP and SIGCONT of the store.
     pub store: bool,
+    /// Freezes of client processes (see [`super::workload::pauses`]).
+    pub pause: bool,
 }
 
 /// What the nemesis did.

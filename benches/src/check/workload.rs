@@ -108,6 +108,10 @@ pub(crate) struct Tally {
     pub unknown_writes: AtomicU64,
     /// Conditional writes refused because the version had changed.
     pub cas_mismatches: AtomicU64,
+    /// `Strong` reads that succeeded.
+    pub strong_reads: AtomicU64,
+    /// When client processes were frozen, on the history's clock.
+    pauses: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Tally {
@@ -121,6 +125,14 @@ impl Tally {
         if at.len() < 1 << 20 {
             at.push(at_ns);
         }
+    }
+
+    /// The windows in which a client process was frozen.
+    pub fn pause_windows(&self) -> Vec<(u64, u64)> {
+        self.pauses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Failed requests that ended outside every fault window, widened by `slack` on either
@@ -199,6 +211,9 @@ pub(crate) struct Ctx {
     /// Process ids advance by this when a process starts afresh after an op of unknown
     /// outcome (which stays open forever), so that ids never repeat.
     pub stride: u64,
+    /// `Strong` processes read a key again, up to twice, right after reading it: the reads
+    /// that leased copies serve, racing the writes of other processes.
+    pub rereads: bool,
 }
 
 /// One op as it is about to be recorded.
@@ -252,6 +267,9 @@ impl Ctx {
             self.tally.failed(code, self.recorder.now_ns());
             self.tally.failed_reads.fetch_add(1, Ordering::Relaxed);
         };
+        if mode == Mode::Strong && matches!(result, Ok(Ok(_))) {
+            self.tally.strong_reads.fetch_add(1, Ordering::Relaxed);
+        }
         match result {
             Ok(Ok(Some(fetched))) => {
                 let tag = tag_of(&fetched.value);
@@ -279,6 +297,34 @@ impl Ctx {
 
 /// The last value tag and version a process saw for a key (a missing key: no tag, "").
 type Known = HashMap<String, (Option<String>, String)>;
+
+/// How often a client process is frozen, and for how long: shorter than a read lease (2 s),
+/// so that a frozen holder comes back with leases it still takes for valid.
+const PAUSE_EVERY: std::ops::Range<Duration> = Duration::from_secs(2)..Duration::from_secs(5);
+const PAUSE_FOR: std::ops::Range<Duration> =
+    Duration::from_millis(300)..Duration::from_millis(1500);
+
+/// Freezes the client process it runs in, now and then until `deadline`: it blocks the
+/// process's only runtime thread, so that nothing of the process runs, its lease streams
+/// included, as when a platform stops scheduling an instance.
+pub(crate) async fn pauses(ctx: Arc<Ctx>, seed: u64, deadline: Instant) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    loop {
+        let next = Instant::now() + rng.random_range(PAUSE_EVERY);
+        if next + PAUSE_FOR.end >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(next).await;
+        let start = ctx.recorder.now_ns();
+        std::thread::sleep(rng.random_range(PAUSE_FOR));
+        let end = ctx.recorder.now_ns();
+        ctx.tally
+            .pauses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((start, end));
+    }
+}
 
 /// One client process: ops one at a time until `deadline`.
 pub(crate) async fn client_process(
@@ -310,7 +356,16 @@ pub(crate) async fn client_process(
             } else {
                 ctx.keys.pick(&mut rng).to_owned()
             };
-            let seen = ctx.read(&client, process, &key, mode).await;
+            let mut seen = ctx.read(&client, process, &key, mode).await;
+            if ctx.rereads && mode == Mode::Strong {
+                for _ in 0..rng.random_range(0..=2) {
+                    if seen.is_none() {
+                        break;
+                    }
+                    tokio::time::sleep(rng.random_range(Duration::ZERO..=THINK_MAX)).await;
+                    seen = ctx.read(&client, process, &key, mode).await;
+                }
+            }
             let failed = seen.is_none();
             if let Some(seen) = seen {
                 known.insert(key, seen);
