@@ -160,8 +160,12 @@ pub struct Ownership {
     current: Arc<Membership>,
     /// The highest epoch known to be sealed (every epoch starts sealed at 1: nothing is older).
     sealed: u64,
-    /// The highest epoch each node has acked.
+    /// The highest epoch each other node has acked.
     acked: HashMap<String, u64>,
+    /// The highest epoch this node has acked itself: it runs the same fence on itself as on a
+    /// peer's request (its writes admitted at older epochs have ended, its leases on keys it
+    /// gave up are revoked), and only then counts itself in a seal that it passes on.
+    own_ack: u64,
 }
 
 impl Ownership {
@@ -171,6 +175,7 @@ impl Ownership {
     /// precedes), keys it gained are unsettled until acks or seals arrive.
     pub fn new(me: impl Into<String>, initial: Membership, fencing: bool) -> Self {
         let current = Arc::new(initial);
+        let epoch = current.epoch();
         let mut lists = BTreeMap::new();
         lists.insert(current.epoch(), Arc::clone(&current));
         Self {
@@ -180,6 +185,8 @@ impl Ownership {
             current,
             sealed: 1,
             acked: HashMap::new(),
+            // A node that starts has no write in flight and has granted no lease.
+            own_ack: epoch,
         }
     }
 
@@ -264,10 +271,15 @@ impl Ownership {
     }
 
     /// Records that `node` acked `epoch` (it is at `epoch` or later, with no older write in
-    /// flight), and that it knows `sealed` to be sealed.
+    /// flight), and that it knows `sealed` to be sealed. `node` may be this node itself, once
+    /// it has fenced itself.
     pub fn record_ack(&mut self, node: &str, epoch: u64, sealed: u64) {
-        let acked = self.acked.entry(node.to_owned()).or_insert(0);
-        *acked = (*acked).max(epoch);
+        if node == self.me {
+            self.own_ack = self.own_ack.max(epoch.min(self.epoch()));
+        } else {
+            let acked = self.acked.entry(node.to_owned()).or_insert(0);
+            *acked = (*acked).max(epoch);
+        }
         self.learn_seal(sealed);
     }
 
@@ -281,12 +293,24 @@ impl Ownership {
         self.advance_seal();
     }
 
-    /// The highest epoch `node` has acked.
+    /// The highest epoch `node` has acked, as this node's own decisions count it: this node
+    /// counts as acked at its current epoch, since a write it admits at an older epoch and one
+    /// at the current epoch are two writes of one node (the store orders them), and its writes
+    /// invalidate its own leases.
     pub fn acked(&self, node: &str) -> u64 {
         if node == self.me {
             return self.epoch();
         }
         self.acked.get(node).copied().unwrap_or(0)
+    }
+
+    /// The highest epoch `node` has acked, as a seal counts it. Other nodes take a seal as a
+    /// fact, so this node counts only the ack it gave itself ([`Ownership::record_ack`]).
+    fn sealing_ack(&self, node: &str) -> u64 {
+        if node == self.me {
+            return self.own_ack;
+        }
+        self.acked(node)
     }
 
     fn prune(&mut self) {
@@ -307,7 +331,7 @@ impl Ownership {
                 return;
             };
             let next = self.sealed + 1;
-            if !list.members().iter().all(|m| self.acked(m) >= next) {
+            if !list.members().iter().all(|m| self.sealing_ack(m) >= next) {
                 return;
             }
             self.sealed = next;

@@ -130,7 +130,9 @@ impl CacheNode {
 
     async fn boot_once(&self) -> Result<(), Error> {
         let epochs = &self.inner.epochs;
+        self.probe_conditional_writes().await;
         if self.restarted().await? {
+            self.scale().restarted.store(true, Ordering::Relaxed);
             // A previous process on this address may have granted read leases, which holders
             // honour until they end, and which this process cannot invalidate since it does
             // not know them. Its writes wait until they have ended.
@@ -344,9 +346,31 @@ impl CacheNode {
             task.abort();
         }
         let node = self.clone();
+        tasks.push(tokio::spawn(async move { node.fence_self(epoch).await }));
+        let node = self.clone();
         tasks.push(tokio::spawn(async move { node.fence_loop(epoch).await }));
         let node = self.clone();
         tasks.push(tokio::spawn(async move { node.hand_off(epoch).await }));
+    }
+
+    /// Fences this node itself at `epoch`, as it does for a peer's request, and records its
+    /// own ack: only then does it count itself in a seal, which other nodes take as a fact.
+    /// Retries with backoff until it succeeds or the node moves on.
+    async fn fence_self(&self, epoch: u64) {
+        let epochs = &self.inner.epochs;
+        let me = self.me();
+        let mut backoff = FENCE_RETRY_MIN;
+        while epochs.epoch() == epoch {
+            match self.fence_adopted().await {
+                Ok((drained, sealed)) => {
+                    epochs.record_ack(&me, drained, sealed);
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, epoch, "could not fence this node itself"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(FENCE_RETRY_MAX);
+        }
     }
 
     /// Until the node's epoch `epoch` is sealed (or the node moves on): asks every node whose
@@ -416,22 +440,30 @@ impl CacheNode {
         }
     }
 
-    /// Answers a fence request for `epoch`: adopts it if needed, waits until this node has
-    /// been up for the fence grace (so that writes of a previous process on this address have
-    /// landed), then until none of its writes admitted at an older epoch is in flight.
+    /// Answers a fence request for `epoch`: adopts it if needed, waits, when a process served
+    /// on this address before, until this node has been up for the fence grace (so that that
+    /// process's writes have landed and its leases ended), then until none of its writes
+    /// admitted at an older epoch is in flight, then revokes its leases on keys it gave up.
     /// Returns the epoch whose older writes it drained (its epoch when it began draining;
     /// it may have adopted a newer one since) and the highest epoch it knows to be sealed.
     ///
     /// # Errors
     /// No record claims `epoch`, the store cannot be reached, or writes did not finish in time.
     pub(crate) async fn fence(&self, epoch: u64) -> Result<(u64, u64), Error> {
+        if self.inner.epochs.fencing() {
+            self.catch_up(epoch).await?;
+        }
+        self.fence_adopted().await
+    }
+
+    /// [`CacheNode::fence`] once the epoch is adopted: the wait, the drain, the revocation.
+    async fn fence_adopted(&self) -> Result<(u64, u64), Error> {
         let epochs = &self.inner.epochs;
         let mut drained = None;
         if epochs.fencing() {
-            self.catch_up(epoch).await?;
             let up = self.scale().started.elapsed();
             let grace = self.fence_grace();
-            if up < grace {
+            if self.scale().restarted.load(Ordering::Relaxed) && up < grace {
                 tokio::time::sleep(grace - up).await;
             }
             let current = epochs.epoch();
@@ -591,7 +623,9 @@ impl CacheNode {
     ) -> (u64, u64) {
         let epochs = &self.inner.epochs;
         let fencing = epochs.fencing();
-        if fencing && epoch > epochs.epoch() && self.catch_up(epoch).await.is_err() {
+        // Also for an epoch adopted already: its clean-up may still be running, and the
+        // window of keys written here opens with it.
+        if fencing && self.catch_up(epoch).await.is_err() {
             return (0, entries.len() as u64);
         }
         epochs.learn_seal(sealed);

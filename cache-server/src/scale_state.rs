@@ -119,6 +119,8 @@ pub(crate) struct ScaleState {
     /// Until when writes wait, when the node started in a cluster that already existed: a
     /// previous process on its address may have granted leases that holders still honour.
     pub quiet_until: Mutex<Option<Instant>>,
+    /// Whether a process served on this node's address before this one.
+    pub restarted: AtomicBool,
     pub handoff_hits: AtomicU64,
     pub handoff_sent: AtomicU64,
     pub handoff_received: AtomicU64,
@@ -146,6 +148,7 @@ impl ScaleState {
             ready: watch::channel(false).0,
             started: Instant::now(),
             quiet_until: Mutex::default(),
+            restarted: AtomicBool::new(false),
             handoff_hits: AtomicU64::new(0),
             handoff_sent: AtomicU64::new(0),
             handoff_received: AtomicU64::new(0),

@@ -283,3 +283,52 @@ async fn a_restarted_node_waits_out_the_leases_of_its_previous_process() {
     stop.send(()).unwrap();
     serving.await.unwrap().unwrap();
 }
+
+/// Moves a key that a silent holder holds a lease on from its node to an added one, then
+/// writes it through the new owner. Returns how long after the lease was granted the write
+/// completed.
+async fn write_after_a_move(leased_writes: bool) -> Duration {
+    let store = Arc::new(InMemory::new());
+    let configure = |b: CacheNodeBuilder| {
+        b.app(APP)
+            .store(store.clone())
+            .lease(LEASE)
+            .prewarm(false)
+            .leased_writes(leased_writes)
+    };
+    let mut cluster = LocalCluster::start(1, configure).await.unwrap();
+    let old = cluster.addrs()[0].clone();
+    let added = cluster.add_node(configure).await.unwrap();
+    let after = cache_core::Membership::new(2, [old.clone(), added.clone()]).unwrap();
+    let key = (0..)
+        .map(|i| format!("moving/{i}"))
+        .find(|k| after.owner(k) == added)
+        .unwrap();
+    let cache = client(&cluster).await;
+    cache.put(&key, "v1").await.unwrap();
+    let mut holder = SilentHolder::open(&old).await;
+    let leased_at = Instant::now();
+    assert!(holder.read_leased(&key).await > 0);
+    cache.set_members(None, vec![old, added]).await.unwrap();
+    cache.put(&key, "v2").await.unwrap();
+    let took = leased_at.elapsed();
+    drop(holder);
+    cluster.shutdown().await;
+    took
+}
+
+/// At a change of members, the node that gives a key up revokes the leases on it before it
+/// acknowledges the fence, and the key's new owner writes only after that acknowledgement:
+/// a holder that never answers holds the new owner's first write until its lease has ended.
+/// The negative control: when fences do not wait for holders, the new owner writes while the
+/// old owner's lease is still valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_moves_only_once_the_old_owners_leases_are_revoked() {
+    let took = write_after_a_move(true).await;
+    assert!(took >= LEASE - Duration::from_millis(100), "{took:?}");
+    let took = write_after_a_move(false).await;
+    assert!(
+        took < LEASE - Duration::from_millis(500),
+        "the negative control waited for the lease: {took:?}"
+    );
+}

@@ -239,6 +239,9 @@ pub struct Summary {
     pub server: String,
     /// The first anomalies, as text.
     pub first_anomalies: Vec<String>,
+    /// What the nemesis did and when client processes froze, in order, each with its time
+    /// in seconds on the history's clock (the clock of `invoke_ns` and `complete_ns`).
+    pub events: Vec<String>,
 }
 
 /// Everything a run started; dropping it stops every process.
@@ -357,6 +360,7 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
                     if pauses {
                         tokio::spawn(workload::pauses(
                             Arc::clone(&ctx),
+                            p,
                             seed.rotate_left(29),
                             deadline,
                         ));
@@ -415,6 +419,20 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
         .await?;
     workload::final_reads(&ctx, &reader, args.clients as u64 + 1).await;
     let server = setup.server.clone();
+    let mut events: Vec<(u64, String)> = setup
+        .cluster
+        .as_ref()
+        .map(|c| c.events.clone())
+        .unwrap_or_default();
+    for (start, end, p) in ctx.tally.pauses() {
+        let took = Duration::from_nanos(end.saturating_sub(start));
+        events.push((start, format!("froze client {p} for {took:.1?}")));
+    }
+    events.sort();
+    let events = events
+        .into_iter()
+        .map(|(at, what)| format!("{:.3} s: {what}", at as f64 / 1e9))
+        .collect();
     let mut windows = setup
         .cluster
         .as_ref()
@@ -477,6 +495,7 @@ async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
             .take(SHOWN_ANOMALIES)
             .map(ToString::to_string)
             .collect(),
+        events,
     };
     // The files first: they are the record, whatever happens to stdout.
     if let Some(path) = &args.json {

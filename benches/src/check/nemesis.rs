@@ -100,6 +100,8 @@ pub(crate) struct Cluster {
     open: std::collections::HashMap<String, u64>,
     /// Faults that ended: start and end on the history's clock.
     pub windows: Vec<(u64, u64)>,
+    /// What the nemesis did, with when on the history's clock.
+    pub events: Vec<(u64, String)>,
 }
 
 impl Cluster {
@@ -131,6 +133,7 @@ impl Cluster {
             clock: None,
             open: std::collections::HashMap::new(),
             windows: Vec::new(),
+            events: Vec::new(),
         };
         let first: BTreeSet<usize> = (0..members).collect();
         // Every node is alone at epoch 1; the node asked relays the list to the others.
@@ -162,6 +165,13 @@ impl Cluster {
     /// Times fault windows on `clock`, the history's.
     pub fn set_clock(&mut self, clock: cache_testkit::Recorder) {
         self.clock = Some(clock);
+    }
+
+    /// Notes what the nemesis did, for the summary's event list.
+    fn note(&mut self, what: String) {
+        if let Some(clock) = &self.clock {
+            self.events.push((clock.now_ns(), what));
+        }
     }
 
     fn fault_began(&mut self, name: String) {
@@ -255,8 +265,9 @@ impl Cluster {
             members,
             relay: partial,
         };
+        let url = format!("http://{via}");
         let call = async move {
-            let mut admin = pb::admin_client::AdminClient::connect(format!("http://{via}")).await?;
+            let mut admin = pb::admin_client::AdminClient::connect(url).await?;
             let reply = admin.set_members(request).await?;
             anyhow::Ok(reply.into_inner())
         };
@@ -269,6 +280,14 @@ impl Cluster {
             reply.epoch
         );
         self.epoch = self.epoch.max(reply.epoch);
+        let names: Vec<&str> = next.iter().map(|&i| self.nodes[i].name()).collect();
+        let how = if partial {
+            "claimed in the store, told to"
+        } else {
+            "relayed by"
+        };
+        let what = format!("epoch {}: members {names:?}, {how} {via}", reply.epoch);
+        self.note(what);
         self.members = next;
         Ok(())
     }
@@ -474,6 +493,8 @@ async fn step(
                         counts.kills += 1;
                         cluster.fault_began(format!("node {victim}"));
                         tracing::info!(node = cluster.nodes[victim].name(), "killed");
+                        let what = format!("killed {}", cluster.nodes[victim].name());
+                        cluster.note(what);
                         next.push((now + KILL_DOWN, Event::Restart(victim)));
                     }
                     Err(e) => tracing::warn!(error = %e, "kill failed"),
@@ -483,6 +504,8 @@ async fn step(
         Event::Restart(i) => {
             if !cluster.nodes[i].is_up() {
                 cluster.restart(i, counts).await;
+                let what = format!("restarted {}", cluster.nodes[i].name());
+                cluster.note(what);
             }
             cluster.fault_ended(&format!("node {i}"));
         }
@@ -497,6 +520,8 @@ async fn step(
                         cluster.lagging = Some(victim);
                         cluster.fault_began(format!("node {victim}"));
                         tracing::info!(node = cluster.nodes[victim].name(), "stopped");
+                        let what = format!("stopped {}", cluster.nodes[victim].name());
+                        cluster.note(what);
                         next.push((now + STOP_FROZEN, Event::Cont(victim)));
                     }
                     Err(e) => tracing::warn!(error = %e, "stop failed"),
@@ -509,6 +534,8 @@ async fn step(
             {
                 tracing::warn!(error = %e, "continue failed");
             }
+            let what = format!("continued {}", cluster.nodes[i].name());
+            cluster.note(what);
             cluster.fault_ended(&format!("node {i}"));
         }
         Event::StoreDown => {
@@ -518,6 +545,7 @@ async fn step(
                         counts.store_outages += 1;
                         cluster.fault_began("store".into());
                         tracing::info!("store stopped");
+                        cluster.note("stopped the store".into());
                         next.push((now + STORE_OUTAGE, Event::StoreUp));
                     }
                     Err(e) => tracing::warn!(error = %e, "stopping the store failed"),
@@ -530,6 +558,7 @@ async fn step(
             {
                 tracing::warn!(error = %e, "continuing the store failed");
             }
+            cluster.note("continued the store".into());
             cluster.fault_ended("store");
         }
     }

@@ -110,8 +110,8 @@ pub(crate) struct Tally {
     pub cas_mismatches: AtomicU64,
     /// `Strong` reads that succeeded.
     pub strong_reads: AtomicU64,
-    /// When client processes were frozen, on the history's clock.
-    pauses: Mutex<Vec<(u64, u64)>>,
+    /// When client processes were frozen, on the history's clock, and which.
+    pauses: Mutex<Vec<(u64, u64, usize)>>,
 }
 
 impl Tally {
@@ -129,6 +129,14 @@ impl Tally {
 
     /// The windows in which a client process was frozen.
     pub fn pause_windows(&self) -> Vec<(u64, u64)> {
+        self.pauses()
+            .into_iter()
+            .map(|(start, end, _)| (start, end))
+            .collect()
+    }
+
+    /// The windows in which a client process was frozen, with the process's index.
+    pub fn pauses(&self) -> Vec<(u64, u64, usize)> {
         self.pauses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -181,6 +189,16 @@ pub(crate) fn code_name(e: &Error) -> &'static str {
     }
 }
 
+/// A read's tier, as the history's mode label shows it after the read mode.
+fn tier_name(tier: cache_client::Tier) -> &'static str {
+    match tier {
+        cache_client::Tier::Local => "local",
+        cache_client::Tier::Home => "home",
+        cache_client::Tier::Handoff => "handoff",
+        cache_client::Tier::Store => "store",
+    }
+}
+
 /// The bytes written for a value tag.
 fn value_of(tag: &str) -> Bytes {
     let mut v = Vec::with_capacity(VALUE_BYTES.max(tag.len() + 1));
@@ -223,7 +241,7 @@ struct Op<'a> {
     kind: OpKind,
     value: Option<String>,
     expected: Option<String>,
-    mode: Option<&'static str>,
+    mode: Option<String>,
     invoke_ns: u64,
 }
 
@@ -239,7 +257,7 @@ impl Ctx {
             invoke_ns: op.invoke_ns,
             complete_ns: self.recorder.now_ns(),
             ok,
-            mode: op.mode.map(str::to_owned),
+            mode: op.mode,
         });
     }
 
@@ -260,7 +278,7 @@ impl Ctx {
             kind: OpKind::Read,
             value: None,
             expected: None,
-            mode: Some(mode.name()),
+            mode: Some(mode.name().to_owned()),
             invoke_ns,
         };
         let failed = |code: &str| {
@@ -272,6 +290,7 @@ impl Ctx {
         }
         match result {
             Ok(Ok(Some(fetched))) => {
+                op.mode = Some(format!("{}/{}", mode.name(), tier_name(fetched.tier)));
                 let tag = tag_of(&fetched.value);
                 op.value = Some(tag.clone());
                 self.record(op, Some(fetched.version.clone()), Some(true));
@@ -307,7 +326,7 @@ const PAUSE_FOR: std::ops::Range<Duration> =
 /// Freezes the client process it runs in, now and then until `deadline`: it blocks the
 /// process's only runtime thread, so that nothing of the process runs, its lease streams
 /// included, as when a platform stops scheduling an instance.
-pub(crate) async fn pauses(ctx: Arc<Ctx>, seed: u64, deadline: Instant) {
+pub(crate) async fn pauses(ctx: Arc<Ctx>, index: usize, seed: u64, deadline: Instant) {
     let mut rng = StdRng::seed_from_u64(seed);
     loop {
         let next = Instant::now() + rng.random_range(PAUSE_EVERY);
@@ -322,7 +341,7 @@ pub(crate) async fn pauses(ctx: Arc<Ctx>, seed: u64, deadline: Instant) {
             .pauses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((start, end));
+            .push((start, end, index));
     }
 }
 
@@ -513,7 +532,7 @@ pub(crate) async fn direct_process(
             },
             value: (!delete).then(|| tag.clone()),
             expected: None,
-            mode: Some("direct"),
+            mode: Some("direct".to_owned()),
             invoke_ns: ctx.recorder.now_ns(),
         };
         let path = Path::from(key.as_str());

@@ -120,7 +120,16 @@ impl Model {
             // is presumed fenced (its process is gone).
             2 => {
                 let m = b as usize % NODES.len();
-                if n == m || !self.nodes[n].up {
+                if !self.nodes[n].up {
+                    return;
+                }
+                if n == m {
+                    // A node fences itself, on the same terms as for a peer.
+                    let node = &self.nodes[n];
+                    let oldest = node.writes.iter().map(|w| w.epoch).min();
+                    let epoch = oldest.map_or(node.own.epoch(), |w| w.min(node.own.epoch()));
+                    let (me, sealed) = (NODES[n], node.own.sealed());
+                    self.nodes[n].own.record_ack(me, epoch, sealed);
                     return;
                 }
                 let want = self.nodes[n].own.epoch();
@@ -324,6 +333,21 @@ fn a_new_owner_waits_for_the_previous_owners_ack() {
     let adopted = b.adopt(two, Vec::new()).unwrap();
     assert!(adopted.kept(&stayed, "b:1"));
     assert_eq!(b.access(&stayed), Ok(Access::Cached));
+}
+
+#[test]
+fn a_node_counts_itself_in_a_seal_only_once_it_has_fenced_itself() {
+    // Epoch 1 is a alone; at epoch 2, b joins. Others take a's seal as a fact, so it must not
+    // count a's ack before a has fenced itself (its epoch-1 writes ended, its leases on keys
+    // it gave up revoked), although a's own decisions count it at its current epoch.
+    let first = Membership::new(1, ["a:1"]).unwrap();
+    let mut a = Ownership::new("a:1", first, true);
+    a.adopt(Membership::new(2, ["a:1", "b:1"]).unwrap(), vec![])
+        .unwrap();
+    assert_eq!(a.acked("a:1"), 2);
+    assert!(!a.is_sealed(), "sealed before a fenced itself");
+    a.record_ack("a:1", 2, 1);
+    assert!(a.is_sealed());
 }
 
 #[test]
