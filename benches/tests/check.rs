@@ -2,10 +2,11 @@
 //! two schedules:
 //! - the harsh one: changes of members every 0.5 s (two in three told to one node alone),
 //!   kills, stops and client pauses. The first run must find no anomaly; the negative
-//!   control, with epoch fencing switched off on every node, must find some.
-//! - the default one, with changes every 3 s, under which most `Strong` reads are served from
-//!   leased copies. No anomaly may be found; the negative control, whose writes do not wait
-//!   for lease holders, must find some.
+//!   control, with epoch fencing switched off on every node, must find some (in one of up
+//!   to three runs: a run finds a few).
+//! - the default one, with changes every 3 s, under which about half the `Strong` reads are
+//!   served from leased copies. No anomaly may be found; the negative control, whose writes
+//!   do not wait for lease holders, must find some (in one of up to three runs).
 
 use std::process::Command;
 
@@ -127,11 +128,24 @@ fn a_run_under_faults_reports_every_figure_and_no_anomaly() {
     assert_eq!(code, Some(0));
 }
 
+/// Runs a negative control up to `tries` times, until one run finds anomalies (a run of 30 s
+/// finds a few, so one may find none); returns that run's exit code and summary.
+fn control(args: &[&str], tries: usize) -> (Option<i32>, Value) {
+    let mut last = None;
+    for _ in 0..tries {
+        let (code, summary) = check(args);
+        if anomalies(&summary) > 0 {
+            return (code, summary);
+        }
+        last = Some(summary);
+    }
+    panic!("no anomaly in {tries} runs: {:?}", last);
+}
+
 #[test]
 fn the_checker_catches_nodes_without_fencing() {
-    let (code, summary) = check(&[HARSH, &["--nemesis-control", "unfenced"]].concat());
+    let (code, summary) = control(&[HARSH, &["--nemesis-control", "unfenced"]].concat(), 3);
     assert_eq!(summary["nemesis_control"], "unfenced");
-    assert!(anomalies(&summary) > 0, "no anomaly found: {summary}");
     assert_eq!(code, Some(2), "anomalies make the exit code 2");
 }
 
@@ -157,8 +171,10 @@ fn leased_reads_stay_linearizable_through_scale_events_and_pauses() {
 
 #[test]
 fn the_checker_catches_writes_that_do_not_wait_for_lease_holders() {
-    let (code, summary) = check(&[LEASED, &["--nemesis-control", "unleased-writes"]].concat());
+    let (code, summary) = control(
+        &[LEASED, &["--nemesis-control", "unleased-writes"]].concat(),
+        3,
+    );
     assert_eq!(summary["nemesis_control"], "unleased-writes");
-    assert!(anomalies(&summary) > 0, "no anomaly found: {summary}");
     assert_eq!(code, Some(2));
 }

@@ -111,7 +111,7 @@ impl NemesisControl {
 pub struct CheckArgs {
     /// Strong clients take no read leases, and check every read with the home node (leases
     /// are on by default, as in the client; `--nemesis-control unleased-writes` needs them).
-    #[arg(long, conflicts_with = "nemesis_control")]
+    #[arg(long)]
     pub no_leases: bool,
     /// How long the workload and the faults run (for example 30s, 2m).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -270,6 +270,10 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Summary> {
 async fn run_inner(args: CheckArgs) -> anyhow::Result<Summary> {
     anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
+    anyhow::ensure!(
+        !(args.no_leases && args.nemesis_control == NemesisControl::UnleasedWrites),
+        "--nemesis-control unleased-writes needs leases: drop --no-leases"
+    );
     anyhow::ensure!(
         args.keys >= 1 && args.hot_keys >= 1 && args.hot_keys <= args.keys,
         "need 1 <= --hot-keys <= --keys"
