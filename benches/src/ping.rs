@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::procs::{ProcessCluster, ServerBin};
 use crate::redis_server::RedisServer;
 use crate::report::Table;
 use crate::security::{BenchSecurity, SecurityMode};
@@ -31,9 +32,17 @@ pub struct PingArgs {
     /// Rounds; the systems take turns each round.
     #[arg(long, default_value_t = 4)]
     pub rounds: usize,
-    /// Nodes of the in-process cluster.
+    /// Nodes of the cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Runs the nodes inside this process, on its runtime, instead of as `cache-server`
+    /// processes of their own (as Redis runs).
+    #[arg(long)]
+    pub in_process: bool,
+    /// The cache-server to run (default: cache-server next to this executable, else this
+    /// executable's own copy of it; `self` forces the latter).
+    #[arg(long)]
+    pub server_bin: Option<std::path::PathBuf>,
     /// Tokens and TLS for the cluster and its client.
     #[arg(long, value_enum, default_value_t = SecurityMode::Plain)]
     pub security: SecurityMode,
@@ -59,12 +68,8 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         "redis-server is not on PATH (apt-get install redis-server)"
     );
     let value = Bytes::from(vec![b'v'; args.value_size.as_u64() as usize]);
-    let store = open_store("memory:///")?;
     let security = BenchSecurity::new(args.security, "ping")?;
-    let cluster = LocalCluster::start(args.nodes, |b| {
-        security.node(b.app("ping").store(store.clone()).capacity_bytes(256 << 20))
-    })
-    .await?;
+    let cluster = Cluster::start(&args, &security).await?;
     let client = security
         .client(CacheClient::builder().app("ping").nodes(cluster.addrs()))
         .build()
@@ -115,10 +120,11 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         ]);
     }
     println!(
-        "one get at a time, {} values, {} keys, {} nodes, {} rounds of {} gets each",
+        "one get at a time, {} values, {} keys, {}, {} rounds of {} gets each; \
+         redis-server: its own process",
         args.value_size.display().iec(),
         args.keys,
-        args.nodes,
+        cluster.describe(),
         args.rounds,
         args.gets
     );
@@ -128,6 +134,50 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         ours.value_at_quantile(0.5) as f64 / theirs.value_at_quantile(0.5) as f64
     );
     drop(redis);
-    tokio::time::timeout(Duration::from_secs(10), cluster.shutdown()).await?;
+    if let Cluster::InProcess(cluster) = cluster {
+        tokio::time::timeout(Duration::from_secs(10), cluster.shutdown()).await?;
+    }
     Ok(())
+}
+
+/// The cluster measured: `cache-server` processes (the default), or embedded nodes.
+enum Cluster {
+    Processes(ProcessCluster),
+    InProcess(LocalCluster),
+}
+
+impl Cluster {
+    async fn start(args: &PingArgs, security: &BenchSecurity) -> anyhow::Result<Self> {
+        if args.in_process {
+            let store = open_store("memory:///")?;
+            let cluster = LocalCluster::start(args.nodes, |b| {
+                security.node(b.app("ping").store(store.clone()).capacity_bytes(256 << 20))
+            })
+            .await?;
+            return Ok(Self::InProcess(cluster));
+        }
+        let bin = ServerBin::resolve(args.server_bin.as_deref())?;
+        let admin = security.admin(CacheClient::builder().app("ping"));
+        let flags = |dir: &std::path::Path| {
+            let mut flags = security.node_args(dir)?;
+            flags.extend(["--capacity".to_owned(), "256MiB".to_owned()]);
+            Ok(flags)
+        };
+        let cluster = ProcessCluster::start(args.nodes, bin, "ping", flags, admin).await?;
+        Ok(Self::Processes(cluster))
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        match self {
+            Self::Processes(c) => c.addrs(),
+            Self::InProcess(c) => c.addrs(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Processes(c) => c.describe(),
+            Self::InProcess(c) => format!("{} nodes inside the bench's process", c.addrs().len()),
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Processes for `cache-bench check`: `cache-server` nodes, each on a loopback address of its
 //! own, that can be killed and restarted on the same address, stopped and continued; and the
-//! moto S3 emulator, which can be stopped and continued to make a store outage.
+//! moto S3 emulator, which can be stopped and continued to make a store outage. And the
+//! [`ProcessCluster`] that the benchmarks measure, as Redis is measured, out of process.
 //!
 //! A node is started with `--listen IP:0` and reports the port it bound in its log (a line
 //! with `serving` and `addr=`); a restart asks for that same address again. Every process is
@@ -341,3 +342,79 @@ impl Drop for Node {
 }
 
 pub use cache_testkit::moto::Moto;
+
+/// `n` `cache-server` processes over one local-file store, on loopback, made members of one
+/// cluster: how the benchmarks run cachelet, as Redis is
+/// run, in processes of its own. Every process is killed when this is dropped.
+#[derive(Debug)]
+pub struct ProcessCluster {
+    nodes: Vec<Node>,
+    addrs: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl ProcessCluster {
+    /// Starts `n` nodes of `app` with `bin` and the flags `extra_args` returns (such as
+    /// credentials, in files it writes to the directory it is given, which lives as long as
+    /// the cluster), then sets the member list through the first node with `admin` (a client
+    /// builder with whatever credentials the nodes need).
+    ///
+    /// # Errors
+    /// When a node does not start or the member list cannot be set.
+    pub async fn start(
+        n: usize,
+        bin: ServerBin,
+        app: &str,
+        extra_args: impl FnOnce(&std::path::Path) -> anyhow::Result<Vec<String>>,
+        admin: cache_client::CacheClientBuilder,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(n >= 1, "a cluster needs a node");
+        let dir = tempfile::tempdir()?;
+        let extra_args = extra_args(dir.path())?;
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(&store)?;
+        let config = NodeConfig {
+            bin,
+            app: app.to_owned(),
+            store: format!("file://{}", store.display()),
+            extra_args,
+            env: Vec::new(),
+        };
+        // All on 127.0.0.1 (ports of their own), which the test certificates name.
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut node = Node::new(format!("n{i}"), IpAddr::V4(Ipv4Addr::LOCALHOST));
+            node.start(&config, &[]).await?;
+            nodes.push(node);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|node| node.addr().map(str::to_owned))
+            .collect::<Option<_>>()
+            .context("a node without an address")?;
+        let admin = admin
+            .nodes([addrs[0].clone()])
+            .timeout(Duration::from_secs(10))
+            .build()
+            .await?;
+        admin.set_members(None, addrs.clone()).await?;
+        Ok(Self {
+            nodes,
+            addrs,
+            _dir: dir,
+        })
+    }
+
+    /// The members' addresses.
+    pub fn addrs(&self) -> Vec<String> {
+        self.addrs.clone()
+    }
+
+    /// How the nodes run, for reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} cache-server processes on loopback, over local files",
+            self.nodes.len()
+        )
+    }
+}

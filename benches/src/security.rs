@@ -1,5 +1,6 @@
-//! `--security plain|token|tls` for the embedded cluster of `cache-bench run` and `ping`: the
-//! cost of token checks and of TLS, measured against the same build without them.
+//! `--security plain|token|tls` for the clusters of `cache-bench run` and `ping` (embedded,
+//! or `cache-server` processes): the cost of token checks and of TLS, measured against the
+//! same build without them.
 
 use cache_client::CacheClientBuilder;
 use cache_core::auth::{Credentials, Role, token_entry};
@@ -72,6 +73,45 @@ impl BenchSecurity {
             ),
             None => b,
         }
+    }
+
+    /// The flags that give a `cache-server` process the same configuration as
+    /// [`BenchSecurity::node`], with the files they name written to `dir`.
+    ///
+    /// # Errors
+    /// When a file cannot be written.
+    pub fn node_args(&self, dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+        if self.mode == SecurityMode::Plain {
+            return Ok(Vec::new());
+        }
+        let auth = dir.join("auth.toml");
+        let file = [
+            token_entry(DATA_TOKEN, Role::Data, Some(&self.app)),
+            token_entry(PEER_TOKEN, Role::Peer, None),
+            token_entry(ADMIN_TOKEN, Role::Admin, None),
+        ]
+        .join("\n");
+        std::fs::write(&auth, file)?;
+        let peer = dir.join("peer-token");
+        std::fs::write(&peer, PEER_TOKEN)?;
+        let path = |p: &std::path::Path| p.display().to_string();
+        let mut args = vec![
+            "--auth".to_owned(),
+            path(&auth),
+            "--peer-token-file".to_owned(),
+            path(&peer),
+        ];
+        if let Some(pki) = &self.pki {
+            args.extend([
+                "--tls-cert".to_owned(),
+                path(&pki.node_cert),
+                "--tls-key".to_owned(),
+                path(&pki.node_key),
+                "--tls-ca".to_owned(),
+                path(&pki.ca),
+            ]);
+        }
+        Ok(args)
     }
 
     /// Configures the workload's client (a data token).

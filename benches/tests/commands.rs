@@ -34,24 +34,45 @@ async fn demo_runs_without_errors_and_draws_its_charts() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ping_compares_with_redis() {
-    RedisServer::require_for_test();
-    ping::run(PingArgs {
-        keys: 50,
-        value_size: bytesize::ByteSize::kib(1),
-        gets: 100,
-        rounds: 2,
-        nodes: 2,
-        security: cache_bench::security::SecurityMode::Plain,
-    })
-    .await
-    .unwrap();
+/// Runs `cache-bench ping` as a user does, with `extra` flags; returns its output.
+fn ping_binary(extra: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cache-bench"))
+        .args([
+            "ping", "--keys", "50", "--gets", "100", "--rounds", "2", "--nodes", "2",
+        ])
+        .args(extra)
+        .output()
+        .expect("run cache-bench ping");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
-/// The same with TLS and tokens on the embedded cluster.
+/// By default the nodes are `cache-server` processes of their own, as Redis is, and the
+/// report says so.
+#[test]
+fn ping_compares_cache_server_processes_with_redis() {
+    RedisServer::require_for_test();
+    let out = ping_binary(&[]);
+    assert!(out.contains("2 cache-server processes"), "{out}");
+    assert!(out.contains("p50 cachelet / redis"), "{out}");
+}
+
+/// The same with TLS and tokens: the processes get their credentials as files.
+#[test]
+fn ping_runs_processes_with_tls_and_tokens() {
+    RedisServer::require_for_test();
+    let out = ping_binary(&["--security", "tls"]);
+    assert!(out.contains("2 cache-server processes"), "{out}");
+}
+
+/// `--in-process` keeps the embedded cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ping_runs_with_tls_and_tokens() {
+async fn ping_runs_in_process_on_request() {
     RedisServer::require_for_test();
     ping::run(PingArgs {
         keys: 20,
@@ -59,7 +80,9 @@ async fn ping_runs_with_tls_and_tokens() {
         gets: 50,
         rounds: 1,
         nodes: 2,
-        security: cache_bench::security::SecurityMode::Tls,
+        in_process: true,
+        server_bin: None,
+        security: cache_bench::security::SecurityMode::Token,
     })
     .await
     .unwrap();
