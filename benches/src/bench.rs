@@ -2,7 +2,8 @@
 //!
 //! 1. Build the [`Plan`]: a synthetic workload, or a trace ([`crate::trace::load`]).
 //! 2. Open the blob store and create every blob the plan reads.
-//! 3. Run the plan through cachelet: an embedded [`LocalCluster`] (`--nodes`) or running
+//! 3. Run the plan through cachelet: `--nodes` `cache-server` processes (the default), an
+//!    embedded [`LocalCluster`] (`--in-process`), or running
 //!    servers (`--connect`).
 //! 4. Run the exact same request sequence against each baseline: `store` (no cache), `redis`
 //!    (cache-aside on a `redis-server` started here, `maxmemory` = the cluster's capacity,
@@ -80,9 +81,17 @@ pub struct RunArgs {
     /// Workload seed: the same seed gives the same requests and sizes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Nodes of the embedded in-process cluster.
+    /// Nodes of the cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Runs the nodes inside this process, on its runtime, instead of as `cache-server`
+    /// processes of their own (as Redis runs). Needed for `--store memory`.
+    #[arg(long)]
+    pub in_process: bool,
+    /// The cache-server to run (default: cache-server next to this executable, else this
+    /// executable's own copy of it; `self` forces the latter).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
     /// Running cache-servers to use instead of an embedded cluster (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub connect: Vec<String>,
@@ -118,7 +127,7 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
-    /// Tokens and TLS for the embedded cluster and its client (not with `--connect`).
+    /// Tokens and TLS for the cluster and its client (not with `--connect`).
     #[arg(long, value_enum, default_value_t = crate::security::SecurityMode::Plain)]
     pub security: crate::security::SecurityMode,
 }
@@ -137,6 +146,8 @@ impl Default for RunArgs {
             concurrency: 64,
             seed: 1,
             nodes: 3,
+            in_process: false,
+            server_bin: None,
             connect: Vec::new(),
             app: "bench".into(),
             capacity: None,
@@ -218,18 +229,29 @@ pub struct Report {
 
 struct StoreHandle {
     store: Arc<dyn ObjectStore>,
+    /// The URL and environment that `cache-server` processes open it with; `None` for a
+    /// store only this process can reach (memory).
+    url: Option<(String, Vec<(String, String)>)>,
     describe: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 const S3_BUCKET: &str = "cachelet-bench";
 
+/// The cluster a run starts: embedded nodes, or `cache-server` processes.
+enum Cluster {
+    InProcess(LocalCluster),
+    Processes(crate::procs::ProcessCluster),
+}
+
 async fn open(spec: &str) -> anyhow::Result<StoreHandle> {
     if spec == "file" {
         let dir = tempfile::Builder::new().prefix("cache-bench-").tempdir()?;
-        let store = open_store(&format!("file://{}", dir.path().display()))?;
+        let url = format!("file://{}", dir.path().display());
+        let store = open_store(&url)?;
         return Ok(StoreHandle {
             store,
+            url: Some((url, Vec::new())),
             describe: format!("local files in {}", dir.path().display()),
             _dir: Some(dir),
         });
@@ -238,8 +260,10 @@ async fn open(spec: &str) -> anyhow::Result<StoreHandle> {
         && !dir.starts_with("//")
     {
         let abs = std::path::absolute(dir)?;
+        let url = format!("file://{}", abs.display());
         return Ok(StoreHandle {
-            store: open_store(&format!("file://{}", abs.display()))?,
+            store: open_store(&url)?,
+            url: Some((url, Vec::new())),
             describe: format!("local files in {}", abs.display()),
             _dir: None,
         });
@@ -247,6 +271,7 @@ async fn open(spec: &str) -> anyhow::Result<StoreHandle> {
     if spec == "memory" {
         return Ok(StoreHandle {
             store: Arc::new(InMemory::new()),
+            url: None,
             describe: "in-process memory".into(),
             _dir: None,
         });
@@ -263,16 +288,31 @@ async fn open(spec: &str) -> anyhow::Result<StoreHandle> {
             cache_testkit::moto::create_bucket(&endpoint, S3_BUCKET).await?;
         }
         let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+        let (region, key, secret) = (
+            env("AWS_REGION", "us-east-1"),
+            env("AWS_ACCESS_KEY_ID", "testing"),
+            env("AWS_SECRET_ACCESS_KEY", "testing"),
+        );
         let store = AmazonS3Builder::new()
             .with_endpoint(&endpoint)
             .with_allow_http(true)
             .with_bucket_name(S3_BUCKET)
-            .with_region(env("AWS_REGION", "us-east-1"))
-            .with_access_key_id(env("AWS_ACCESS_KEY_ID", "testing"))
-            .with_secret_access_key(env("AWS_SECRET_ACCESS_KEY", "testing"))
+            .with_region(&region)
+            .with_access_key_id(&key)
+            .with_secret_access_key(&secret)
             .build()?;
+        let vars = [
+            ("AWS_ENDPOINT", endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+            ("AWS_REGION", region),
+            ("AWS_ACCESS_KEY_ID", key),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .to_vec();
         return Ok(StoreHandle {
             store: Arc::new(store),
+            url: Some((format!("s3://{S3_BUCKET}"), vars)),
             describe: format!("S3 at {endpoint}, bucket {S3_BUCKET}"),
             _dir: None,
         });
@@ -280,6 +320,7 @@ async fn open(spec: &str) -> anyhow::Result<StoreHandle> {
     if spec.contains("://") {
         return Ok(StoreHandle {
             store: open_store(spec)?,
+            url: Some((spec.to_owned(), Vec::new())),
             describe: spec.to_owned(),
             _dir: None,
         });
@@ -492,20 +533,51 @@ pub async fn run(args: RunArgs, missing: Missing) -> anyhow::Result<Report> {
         None => (data_bytes / 10 / nodes as u64).max(64 << 10),
     };
     let security = crate::security::BenchSecurity::new(args.security, &args.app)?;
-    let cluster = if args.connect.is_empty() {
-        let s = store.store.clone();
-        let app = args.app.clone();
-        Some(
-            LocalCluster::start(nodes, |b| {
-                security.node(b.app(app.clone()).store(s.clone()).capacity_bytes(per_node))
-            })
-            .await?,
-        )
-    } else {
-        None
+    let cluster = match (args.connect.is_empty(), args.in_process, &store.url) {
+        (false, _, _) => None,
+        (true, true, _) => {
+            let s = store.store.clone();
+            let app = args.app.clone();
+            Some(Cluster::InProcess(
+                LocalCluster::start(nodes, |b| {
+                    security.node(b.app(app.clone()).store(s.clone()).capacity_bytes(per_node))
+                })
+                .await?,
+            ))
+        }
+        (true, false, None) => anyhow::bail!(
+            "--store {} is in this process only: add --in-process, or use a store that \
+             cache-server processes can open",
+            args.store
+        ),
+        (true, false, Some((url, env))) => {
+            let bin = crate::procs::ServerBin::resolve(args.server_bin.as_deref())?;
+            let admin = security.admin(CacheClient::builder().app(args.app.clone()));
+            let flags = |dir: &std::path::Path| {
+                let mut flags = security.node_args(dir)?;
+                flags.extend(["--capacity".to_owned(), per_node.to_string()]);
+                Ok(flags)
+            };
+            let store = crate::procs::ProcessStore {
+                url: url.clone(),
+                env: env.clone(),
+            };
+            Some(Cluster::Processes(
+                crate::procs::ProcessCluster::start(
+                    nodes,
+                    bin,
+                    &args.app,
+                    Some(store),
+                    flags,
+                    admin,
+                )
+                .await?,
+            ))
+        }
     };
     let addrs = match &cluster {
-        Some(c) => c.addrs(),
+        Some(Cluster::InProcess(c)) => c.addrs(),
+        Some(Cluster::Processes(c)) => c.addrs(),
         None => args.connect.clone(),
     };
     let client = security
@@ -533,10 +605,10 @@ pub async fn run(args: RunArgs, missing: Missing) -> anyhow::Result<Report> {
     println!(
         "cache-bench: {title}\n  cachelet: {} on loopback, {} per node ({} in all, {:.1}% of \
          the {} data set)\n  store: {}\n  {} requests in flight",
-        if cluster.is_some() {
-            format!("{nodes} in-process nodes")
-        } else {
-            format!("{nodes} running nodes")
+        match &cluster {
+            Some(Cluster::InProcess(_)) => format!("{nodes} nodes inside this process"),
+            Some(Cluster::Processes(_)) => format!("{nodes} cache-server processes"),
+            None => format!("{nodes} running nodes"),
         },
         bytesize::ByteSize(capacity_bytes / nodes as u64)
             .display()
@@ -563,8 +635,12 @@ pub async fn run(args: RunArgs, missing: Missing) -> anyhow::Result<Report> {
     let after = node_totals(&admin).await?;
     cachelet.store_reads = after.store_reads - before.store_reads;
     cachelet.store_read_bytes = after.store_read_bytes - before.store_read_bytes;
-    if let Some(c) = cluster {
-        tokio::time::timeout(Duration::from_secs(20), c.shutdown()).await?;
+    match cluster {
+        Some(Cluster::InProcess(c)) => {
+            tokio::time::timeout(Duration::from_secs(20), c.shutdown()).await?;
+        }
+        Some(Cluster::Processes(c)) => drop(c),
+        None => {}
     }
     let requests = Arc::try_unwrap(source)
         .map(Source::into_requests)
@@ -864,7 +940,8 @@ fn to_json(r: &Report, args: &RunArgs, store: &str) -> Value {
     });
     doc["cluster"] = json!({
         "nodes": if args.connect.is_empty() { args.nodes } else { args.connect.len() },
-        "embedded": args.connect.is_empty(),
+        "embedded": args.connect.is_empty() && args.in_process,
+        "processes": args.connect.is_empty() && !args.in_process,
         "capacity_bytes": r.capacity_bytes,
         "store": store,
     });

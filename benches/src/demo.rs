@@ -66,6 +66,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             concurrency: args.concurrency,
             seed: args.seed,
             nodes: 3,
+            in_process: true,
             app: "demo".into(),
             capacity: Some(args.capacity),
             store: "file".into(),

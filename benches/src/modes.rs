@@ -59,6 +59,14 @@ pub struct ModesArgs {
     /// Writes timed while their key's one lease holder, a process of its own, is stopped.
     #[arg(long, default_value_t = 5)]
     pub stopped_writes: usize,
+    /// Runs the nodes inside this process, on its runtime, instead of as `cache-server`
+    /// processes of their own (as Redis runs).
+    #[arg(long)]
+    pub in_process: bool,
+    /// The cache-server to run (default: cache-server next to this executable, else this
+    /// executable's own copy of it; `self` forces the latter).
+    #[arg(long)]
+    pub server_bin: Option<std::path::PathBuf>,
     /// The executable that runs the stopped holder as `HOLDER hold ...` (default: this one).
     #[arg(long)]
     pub holder_bin: Option<std::path::PathBuf>,
@@ -187,16 +195,44 @@ fn us(ns: u64) -> String {
 /// When the cluster cannot be set up or a request fails.
 pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = open_store(&format!("file://{}", dir.path().display()))?;
-    let cluster = LocalCluster::start(3, |b| {
-        b.app("modes")
-            .store(store.clone())
-            .capacity_bytes(64 << 20)
-            .lease(LEASE)
-    })
-    .await?;
+    let (cluster, addrs) = if args.in_process {
+        let store = open_store(&format!("file://{}", dir.path().display()))?;
+        let cluster = LocalCluster::start(3, |b| {
+            b.app("modes")
+                .store(store.clone())
+                .capacity_bytes(64 << 20)
+                .lease(LEASE)
+        })
+        .await?;
+        let addrs = cluster.addrs();
+        (ModesCluster::InProcess(cluster), addrs)
+    } else {
+        let bin = crate::procs::ServerBin::resolve(args.server_bin.as_deref())?;
+        let flags = |_: &std::path::Path| {
+            Ok([
+                "--capacity",
+                "64MiB",
+                "--lease-ms",
+                &LEASE.as_millis().to_string(),
+            ]
+            .map(String::from)
+            .to_vec())
+        };
+        let admin = CacheClient::builder().app("modes");
+        let cluster =
+            crate::procs::ProcessCluster::start(3, bin, "modes", None, flags, admin).await?;
+        let addrs = cluster.addrs();
+        (ModesCluster::Processes(cluster), addrs)
+    };
+    println!(
+        "nodes: {}; redis-server: its own process",
+        match &cluster {
+            ModesCluster::InProcess(_) => "3 inside this process".to_owned(),
+            ModesCluster::Processes(c) => c.describe(),
+        }
+    );
     let value = Bytes::from(vec![b'v'; VALUE_BYTES]);
-    let base = || CacheClient::builder().app("modes").nodes(cluster.addrs());
+    let base = || CacheClient::builder().app("modes").nodes(addrs.clone());
     let remote = base().build().await?;
     let local = base()
         .local_capacity_bytes(64 << 20)
@@ -442,7 +478,7 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
             &h.len().to_string(),
         ]);
     }
-    let h = stopped_holder_writes(&args, &cluster.addrs(), &remote, key, &value).await?;
+    let h = stopped_holder_writes(&args, &addrs, &remote, key, &value).await?;
     let name = "put, 1 stopped lease holder".to_owned();
     json.insert(
         name.clone(),
@@ -467,6 +503,14 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
     }
-    cluster.shutdown().await;
+    if let ModesCluster::InProcess(cluster) = cluster {
+        cluster.shutdown().await;
+    }
     Ok(())
+}
+
+/// The nodes measured: `cache-server` processes (the default), or embedded ones.
+enum ModesCluster {
+    InProcess(LocalCluster),
+    Processes(crate::procs::ProcessCluster),
 }

@@ -163,7 +163,7 @@ impl Cluster {
             flags.extend(["--capacity".to_owned(), "256MiB".to_owned()]);
             Ok(flags)
         };
-        let cluster = ProcessCluster::start(args.nodes, bin, "ping", flags, admin).await?;
+        let cluster = ProcessCluster::start(args.nodes, bin, "ping", None, flags, admin).await?;
         Ok(Self::Processes(cluster))
     }
 

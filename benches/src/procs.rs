@@ -343,7 +343,17 @@ impl Drop for Node {
 
 pub use cache_testkit::moto::Moto;
 
-/// `n` `cache-server` processes over one local-file store, on loopback, made members of one
+/// The store `cache-server` processes open: its URL, and environment variables (endpoint,
+/// credentials).
+#[derive(Debug, Clone)]
+pub struct ProcessStore {
+    /// `--store`.
+    pub url: String,
+    /// Set in each process's environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// `n` `cache-server` processes over one store, on loopback, made members of one
 /// cluster: how the benchmarks run cachelet, as Redis is
 /// run, in processes of its own. Every process is killed when this is dropped.
 #[derive(Debug)]
@@ -354,7 +364,8 @@ pub struct ProcessCluster {
 }
 
 impl ProcessCluster {
-    /// Starts `n` nodes of `app` with `bin` and the flags `extra_args` returns (such as
+    /// Starts `n` nodes of `app` with `bin`, over `store` (default: local files in a
+    /// temporary directory), and the flags `extra_args` returns (such as
     /// credentials, in files it writes to the directory it is given, which lives as long as
     /// the cluster), then sets the member list through the first node with `admin` (a client
     /// builder with whatever credentials the nodes need).
@@ -365,20 +376,30 @@ impl ProcessCluster {
         n: usize,
         bin: ServerBin,
         app: &str,
+        store: Option<ProcessStore>,
         extra_args: impl FnOnce(&std::path::Path) -> anyhow::Result<Vec<String>>,
         admin: cache_client::CacheClientBuilder,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(n >= 1, "a cluster needs a node");
         let dir = tempfile::tempdir()?;
         let extra_args = extra_args(dir.path())?;
-        let store = dir.path().join("store");
-        std::fs::create_dir_all(&store)?;
+        let store = match store {
+            Some(store) => store,
+            None => {
+                let files = dir.path().join("store");
+                std::fs::create_dir_all(&files)?;
+                ProcessStore {
+                    url: format!("file://{}", files.display()),
+                    env: Vec::new(),
+                }
+            }
+        };
         let config = NodeConfig {
             bin,
             app: app.to_owned(),
-            store: format!("file://{}", store.display()),
+            store: store.url,
             extra_args,
-            env: Vec::new(),
+            env: store.env,
         };
         // All on 127.0.0.1 (ports of their own), which the test certificates name.
         let mut nodes = Vec::with_capacity(n);
@@ -412,9 +433,6 @@ impl ProcessCluster {
 
     /// How the nodes run, for reports.
     pub fn describe(&self) -> String {
-        format!(
-            "{} cache-server processes on loopback, over local files",
-            self.nodes.len()
-        )
+        format!("{} cache-server processes on loopback", self.nodes.len())
     }
 }

@@ -17,6 +17,8 @@ async fn modes_runs_and_serves_local_hits_locally() {
         bound_ms: 50,
         lease_writes: 5,
         stopped_writes: 2,
+        in_process: true,
+        server_bin: None,
         holder_bin: Some(env!("CARGO_BIN_EXE_cache-bench").into()),
         json: Some(json.clone()),
     })
@@ -40,4 +42,30 @@ async fn modes_runs_and_serves_local_hits_locally() {
         stopped["p50_us"].as_f64().unwrap() > 1_000_000.0,
         "{stopped}"
     );
+}
+
+/// `cache-bench modes` as a user runs it: its nodes are `cache-server` processes.
+#[test]
+fn the_binary_measures_cache_server_processes() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cache-bench"))
+        .args(["modes", "--keys", "50", "--gets", "50", "--rounds", "1"])
+        .args([
+            "--zipf-keys",
+            "500",
+            "--zipf-ops",
+            "3000",
+            "--lease-writes",
+            "5",
+        ])
+        .args(["--stopped-writes", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("3 cache-server processes"), "{stdout}");
+    assert!(stdout.contains("put, 1 stopped lease holder"), "{stdout}");
 }

@@ -15,6 +15,7 @@ fn small(dir: &std::path::Path) -> RunArgs {
         ops: 6000,
         concurrency: 8,
         nodes: 2,
+        in_process: true,
         capacity: Some(bytesize::ByteSize::kib(100)),
         store: "memory".into(),
         json: Some(dir.join("run.json")),
@@ -235,4 +236,48 @@ async fn gen_trace_then_replay_counts_every_access() {
         unit(row, "opt_hit_ratio");
     }
     assert!(unit(&doc, "baselines.opt.hit_ratio") >= unit(&doc, "baselines.lru.hit_ratio"));
+}
+
+/// `cache-bench run` as a user runs it: by default its nodes are `cache-server` processes of
+/// their own, over local files, and the report says so.
+#[test]
+fn the_binary_runs_cache_server_processes_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cache-bench"))
+        .args([
+            "run",
+            "--keys",
+            "500",
+            "--ops",
+            "3000",
+            "--concurrency",
+            "8",
+            "--nodes",
+            "2",
+            "--no-progress",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("2 cache-server processes"), "{stdout}");
+    let doc = read_json(&json);
+    assert_eq!(field(&doc, "cluster.processes"), true);
+    assert_eq!(field(&doc, "cluster.embedded"), false);
+    positive(&doc, "throughput_ops_s");
+
+    // A store only this process can reach needs the embedded cluster.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cache-bench"))
+        .args(["run", "--store", "memory", "--ops", "100", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--in-process"));
 }
