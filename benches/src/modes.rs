@@ -462,39 +462,15 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
             remote.put(key, value.clone()).await?;
             h.record(ns(t))?;
         }
-        let name = format!("put, {holders} lease holders");
-        json.insert(
-            name.clone(),
-            serde_json::json!({
-                "p50_us": h.value_at_quantile(0.5) as f64 / 1000.0,
-                "p99_us": h.value_at_quantile(0.99) as f64 / 1000.0,
-                "puts": h.len(),
-            }),
+        write_row(
+            &mut table,
+            &mut json,
+            &format!("put, {holders} lease holders"),
+            &h,
         );
-        table.row([
-            &name,
-            &us(h.value_at_quantile(0.5)),
-            &us(h.value_at_quantile(0.99)),
-            &h.len().to_string(),
-        ]);
     }
     let h = stopped_holder_writes(&args, &addrs, &remote, key, &value).await?;
-    let name = "put, 1 stopped lease holder".to_owned();
-    json.insert(
-        name.clone(),
-        serde_json::json!({
-            "p50_us": h.value_at_quantile(0.5) as f64 / 1000.0,
-            "p99_us": h.value_at_quantile(0.99) as f64 / 1000.0,
-            "max_us": h.max() as f64 / 1000.0,
-            "puts": h.len(),
-        }),
-    );
-    table.row([
-        &name,
-        &us(h.value_at_quantile(0.5)),
-        &us(h.value_at_quantile(0.99)),
-        &h.len().to_string(),
-    ]);
+    write_row(&mut table, &mut json, "put, 1 stopped lease holder", &h);
     println!(
         "writes: one key of {VALUE_BYTES} B over a local-file store; leases of {} ms",
         LEASE.as_millis()
@@ -507,6 +483,30 @@ pub async fn run(args: ModesArgs) -> anyhow::Result<()> {
         cluster.shutdown().await;
     }
     Ok(())
+}
+
+/// A row of the writes table, and its p50, p99 and max (µs) in the JSON under its name.
+fn write_row(
+    table: &mut Table,
+    json: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    h: &Histogram<u64>,
+) {
+    json.insert(
+        name.to_owned(),
+        serde_json::json!({
+            "p50_us": h.value_at_quantile(0.5) as f64 / 1000.0,
+            "p99_us": h.value_at_quantile(0.99) as f64 / 1000.0,
+            "max_us": h.max() as f64 / 1000.0,
+            "puts": h.len(),
+        }),
+    );
+    table.row([
+        name,
+        &us(h.value_at_quantile(0.5)),
+        &us(h.value_at_quantile(0.99)),
+        &h.len().to_string(),
+    ]);
 }
 
 /// The nodes measured: `cache-server` processes (the default), or embedded ones.

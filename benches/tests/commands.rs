@@ -1,5 +1,7 @@
 //! The `demo` and `ping` commands, on small settings.
 
+mod common;
+
 use cache_bench::demo::{self, DemoArgs};
 use cache_bench::ping::{self, PingArgs};
 use cache_bench::redis_server::RedisServer;
@@ -36,20 +38,10 @@ async fn demo_runs_without_errors_and_draws_its_charts() {
 
 /// Runs `cache-bench ping` as a user does, with `extra` flags; returns its output.
 fn ping_binary(extra: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cache-bench"))
-        .args([
-            "ping", "--keys", "50", "--gets", "100", "--rounds", "2", "--nodes", "2",
-        ])
-        .args(extra)
-        .output()
-        .expect("run cache-bench ping");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let base = [
+        "ping", "--keys", "50", "--gets", "100", "--rounds", "2", "--nodes", "2",
+    ];
+    common::run_binary(base.iter().chain(extra))
 }
 
 /// By default the nodes are `cache-server` processes of their own, as Redis is, and the

@@ -1,6 +1,8 @@
 //! The `modes` command on small settings. It checks the tier of every latency sample, so a
 //! local hit that went to the network fails it.
 
+mod common;
+
 use cache_bench::modes::{self, ModesArgs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,25 +49,23 @@ async fn modes_runs_and_serves_local_hits_locally() {
 /// `cache-bench modes` as a user runs it: its nodes are `cache-server` processes.
 #[test]
 fn the_binary_measures_cache_server_processes() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cache-bench"))
-        .args(["modes", "--keys", "50", "--gets", "50", "--rounds", "1"])
-        .args([
-            "--zipf-keys",
-            "500",
-            "--zipf-ops",
-            "3000",
-            "--lease-writes",
-            "5",
-        ])
-        .args(["--stopped-writes", "1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = common::run_binary([
+        "modes",
+        "--keys",
+        "50",
+        "--gets",
+        "50",
+        "--rounds",
+        "1",
+        "--zipf-keys",
+        "500",
+        "--zipf-ops",
+        "3000",
+        "--lease-writes",
+        "5",
+        "--stopped-writes",
+        "1",
+    ]);
     assert!(stdout.contains("3 cache-server processes"), "{stdout}");
     assert!(stdout.contains("put, 1 stopped lease holder"), "{stdout}");
 }

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+mod common;
+
 use cache_bench::bench::{self, Baseline, Missing, RunArgs};
 use cache_bench::redis_server::RedisServer;
 use cache_bench::trace::{self, GenTraceArgs, TraceRecord};
@@ -244,29 +246,21 @@ async fn gen_trace_then_replay_counts_every_access() {
 fn the_binary_runs_cache_server_processes_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cache-bench"))
-        .args([
-            "run",
-            "--keys",
-            "500",
-            "--ops",
-            "3000",
-            "--concurrency",
-            "8",
-            "--nodes",
-            "2",
-            "--no-progress",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let json_arg = json.display().to_string();
+    let stdout = common::run_binary([
+        "run",
+        "--keys",
+        "500",
+        "--ops",
+        "3000",
+        "--concurrency",
+        "8",
+        "--nodes",
+        "2",
+        "--no-progress",
+        "--json",
+        &json_arg,
+    ]);
     assert!(stdout.contains("2 cache-server processes"), "{stdout}");
     let doc = read_json(&json);
     assert_eq!(field(&doc, "cluster.processes"), true);

@@ -957,7 +957,9 @@ impl CacheNode {
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
         let (tx, early) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(write(self.clone(), EarlyAnswer(Mutex::new(Some(tx)))));
+        // The task's spans stay children of the request's.
+        let write = write(self.clone(), EarlyAnswer(Mutex::new(Some(tx))));
+        let task = tokio::spawn(write.instrument(tracing::Span::current()));
         tokio::select! {
             done = task => done.unwrap_or_else(|e| {
                 Err(Error::StoreUnavailable(format!("the write ended early: {e}")))

@@ -196,14 +196,7 @@ async fn a_write_waiting_for_a_holder_across_a_move_leaves_no_old_copy_behind() 
             .prewarm(false)
             .gossip_interval(Duration::from_millis(50))
     };
-    let mut cluster = LocalCluster::start(1, configure).await.unwrap();
-    let old = cluster.addrs()[0].clone();
-    let added = cluster.add_node(configure).await.unwrap();
-    let after = cache_core::Membership::new(2, [old.clone(), added.clone()]).unwrap();
-    let key = (0..)
-        .map(|i| format!("moving/{i}"))
-        .find(|k| after.owner(k) == added)
-        .unwrap();
+    let (cluster, old, added, key) = one_node_and_an_added_one(configure).await;
     let cache = client(&cluster).await;
     cache.put(&key, "before").await.unwrap();
     let mut holder = SilentHolder::open(&old).await;
@@ -296,14 +289,7 @@ async fn write_after_a_move(leased_writes: bool) -> Duration {
             .prewarm(false)
             .leased_writes(leased_writes)
     };
-    let mut cluster = LocalCluster::start(1, configure).await.unwrap();
-    let old = cluster.addrs()[0].clone();
-    let added = cluster.add_node(configure).await.unwrap();
-    let after = cache_core::Membership::new(2, [old.clone(), added.clone()]).unwrap();
-    let key = (0..)
-        .map(|i| format!("moving/{i}"))
-        .find(|k| after.owner(k) == added)
-        .unwrap();
+    let (cluster, old, added, key) = one_node_and_an_added_one(configure).await;
     let cache = client(&cluster).await;
     cache.put(&key, "v1").await.unwrap();
     let mut holder = SilentHolder::open(&old).await;
@@ -331,4 +317,20 @@ async fn a_key_moves_only_once_the_old_owners_leases_are_revoked() {
         took < LEASE - Duration::from_millis(500),
         "the negative control waited for the lease: {took:?}"
     );
+}
+
+/// A cluster of one node, another node started but not yet a member, and a key that the
+/// added node will own once it is: the cluster, the two addresses, the key.
+async fn one_node_and_an_added_one(
+    configure: impl Fn(CacheNodeBuilder) -> CacheNodeBuilder + Copy,
+) -> (LocalCluster, String, String, String) {
+    let mut cluster = LocalCluster::start(1, configure).await.unwrap();
+    let old = cluster.addrs()[0].clone();
+    let added = cluster.add_node(configure).await.unwrap();
+    let after = cache_core::Membership::new(2, [old.clone(), added.clone()]).unwrap();
+    let key = (0..)
+        .map(|i| format!("moving/{i}"))
+        .find(|k| after.owner(k) == added)
+        .unwrap();
+    (cluster, old, added, key)
 }
