@@ -1,5 +1,6 @@
 //! `cache-bench ping`: one request at a time, the latency of a get that hits the home node,
-//! against a GET from `redis-server`, in alternating rounds of one run.
+//! and of one that a node embedded in this process answers by a direct call, against a GET
+//! from `redis-server`, in alternating rounds of one run.
 
 use std::time::{Duration, Instant};
 
@@ -49,11 +50,12 @@ pub struct PingArgs {
 }
 
 fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 10_000_000, 3).expect("valid bounds")
+    Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid bounds")
 }
 
-fn us(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_micros())
+/// Nanoseconds since `since`.
+fn ns(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos())
         .unwrap_or(u64::MAX)
         .max(1)
 }
@@ -74,24 +76,49 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         .client(CacheClient::builder().app("ping").nodes(cluster.addrs()))
         .build()
         .await?;
+    // A node in this very process, which its client calls directly (no socket).
+    let embedded_store = open_store("memory:///")?;
+    let embedded = LocalCluster::start(1, |b| {
+        b.app("ping")
+            .store(embedded_store.clone())
+            .capacity_bytes(256 << 20)
+    })
+    .await?;
+    let direct = CacheClient::builder()
+        .app("ping")
+        .nodes(embedded.addrs())
+        .embedded(std::sync::Arc::new(embedded.node(0).clone()))
+        .build()
+        .await?;
     let redis = RedisServer::start(1 << 30).await?;
     let mut con = redis.connect().await?;
     for k in 0..args.keys {
         client.put(&key_name(k), value.clone()).await?;
+        direct.put(&key_name(k), value.clone()).await?;
         redis::cmd("SET")
             .arg(key_name(k))
             .arg(value.as_ref())
             .query_async::<()>(&mut con)
             .await?;
     }
-    let (mut ours, mut theirs) = (hist(), hist());
+    let (mut ours, mut theirs, mut inside) = (hist(), hist(), hist());
     let mut rng = StdRng::seed_from_u64(1);
     for _ in 0..args.rounds {
         for _ in 0..args.gets {
             let key = key_name(rng.random_range(0..args.keys));
             let t = Instant::now();
+            let got = direct.get(&key).await?;
+            inside.record(ns(t))?;
+            anyhow::ensure!(
+                got.as_deref() == Some(value.as_ref()),
+                "wrong value for {key}"
+            );
+        }
+        for _ in 0..args.gets {
+            let key = key_name(rng.random_range(0..args.keys));
+            let t = Instant::now();
             let got = client.get(&key).await?;
-            ours.record(us(t))?;
+            ours.record(ns(t))?;
             anyhow::ensure!(
                 got.as_deref() == Some(value.as_ref()),
                 "wrong value for {key}"
@@ -101,21 +128,30 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
             let key = key_name(rng.random_range(0..args.keys));
             let t = Instant::now();
             let got: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
-            theirs.record(us(t))?;
+            theirs.record(ns(t))?;
             anyhow::ensure!(
                 got.as_deref() == Some(value.as_ref()),
                 "wrong value for {key}"
             );
         }
     }
+    anyhow::ensure!(
+        direct.client_stats().ops_sent == 0,
+        "the embedded node's client sent ops over the network"
+    );
     let mut table = Table::new(["system", "p50 us", "p90 us", "p99 us", "p99.9 us", "gets"]);
-    for (name, h) in [("cachelet (home hit)", &ours), ("redis-server", &theirs)] {
+    let us = |ns: u64| format!("{:.1}", ns as f64 / 1000.0);
+    for (name, h) in [
+        ("cachelet (home hit)", &ours),
+        ("cachelet (embedded node, direct call)", &inside),
+        ("redis-server", &theirs),
+    ] {
         table.row([
             name,
-            &h.value_at_quantile(0.5).to_string(),
-            &h.value_at_quantile(0.9).to_string(),
-            &h.value_at_quantile(0.99).to_string(),
-            &h.value_at_quantile(0.999).to_string(),
+            &us(h.value_at_quantile(0.5)),
+            &us(h.value_at_quantile(0.9)),
+            &us(h.value_at_quantile(0.99)),
+            &us(h.value_at_quantile(0.999)),
             &h.len().to_string(),
         ]);
     }
@@ -133,7 +169,12 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         "p50 cachelet / redis = {:.2}",
         ours.value_at_quantile(0.5) as f64 / theirs.value_at_quantile(0.5) as f64
     );
+    println!(
+        "p50 embedded node (direct call) / redis = {:.3}",
+        inside.value_at_quantile(0.5) as f64 / theirs.value_at_quantile(0.5) as f64
+    );
     drop(redis);
+    tokio::time::timeout(Duration::from_secs(10), embedded.shutdown()).await?;
     if let Cluster::InProcess(cluster) = cluster {
         tokio::time::timeout(Duration::from_secs(10), cluster.shutdown()).await?;
     }

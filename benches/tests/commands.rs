@@ -52,6 +52,7 @@ fn ping_compares_cache_server_processes_with_redis() {
     let out = ping_binary(&[]);
     assert!(out.contains("2 cache-server processes"), "{out}");
     assert!(out.contains("p50 cachelet / redis"), "{out}");
+    assert!(out.contains("embedded node, direct call"), "{out}");
 }
 
 /// The same with TLS and tokens: the processes get their credentials as files.

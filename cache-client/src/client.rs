@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cache_core::clock::{Clock, SystemClock};
 use cache_core::{Membership, SharedMembership, validate_key};
+use cache_proto::in_process::InProcessNode;
 use cache_proto::v1 as pb;
 use serde::Serialize;
 use tracing::Instrument;
@@ -110,6 +111,9 @@ pub struct ClientStats {
     pub value_replies: u64,
     /// Ops sent to nodes: every network request of the data path counts one.
     pub ops_sent: u64,
+    /// Ops answered by the embedded node by a direct call, with no socket
+    /// ([`CacheClientBuilder::embedded`]).
+    pub direct_calls: u64,
     /// Invalidations received from the nodes.
     pub invalidations: u64,
     /// Bytes held by the local tier.
@@ -130,6 +134,7 @@ struct Counters {
     local_confirmed: AtomicU64,
     local_leased: AtomicU64,
     value_replies: AtomicU64,
+    direct_calls: AtomicU64,
 }
 
 /// One node's counters, or why they could not be read.
@@ -172,6 +177,7 @@ pub struct CacheClientBuilder {
     token: Option<String>,
     tls_ca_pem: Option<Vec<u8>>,
     tls_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    embedded: Option<Arc<dyn InProcessNode>>,
 }
 
 impl Default for CacheClientBuilder {
@@ -193,6 +199,7 @@ impl Default for CacheClientBuilder {
             token: None,
             tls_ca_pem: None,
             tls_identity_pem: None,
+            embedded: None,
         }
     }
 }
@@ -306,6 +313,32 @@ impl CacheClientBuilder {
         self
     }
 
+    /// A node in this process (`cache_server::CacheNode`, started with `serve`). Ops on the
+    /// keys it owns go to it by a direct call, with no socket and no encoding, under the same
+    /// rules as over the network (epochs, fencing, leases, deadlines); other keys, and the
+    /// node's lease and invalidation streams, go over the network as usual. Default: none.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn run(node: cache_server::CacheNode) -> cache_client::Result<()> {
+    /// use std::sync::Arc;
+    /// use cache_client::CacheClient;
+    ///
+    /// // `node` serves on 10.0.0.1:7070 in this very process.
+    /// let cache = CacheClient::builder()
+    ///     .app("thumbnails")
+    ///     .nodes(["10.0.0.1:7070", "10.0.0.2:7070"])
+    ///     .embedded(Arc::new(node))
+    ///     .build()
+    ///     .await?;
+    /// let _ = cache.get("cats/1.png").await?; // a direct call when 10.0.0.1 owns it
+    /// # Ok(()) }
+    /// ```
+    pub fn embedded(mut self, node: Arc<dyn InProcessNode>) -> Self {
+        self.embedded = Some(node);
+        self
+    }
+
     /// The token and TLS settings, checked.
     #[allow(clippy::type_complexity)]
     fn security(
@@ -414,6 +447,7 @@ impl CacheClientBuilder {
                 ops_sent: Arc::clone(&config.ops_sent),
                 invalidations: Arc::default(),
                 watchers: Mutex::default(),
+                embedded: self.embedded,
             }),
         };
         client.start_watchers();
@@ -467,6 +501,8 @@ struct Inner {
     ops_sent: Arc<AtomicU64>,
     invalidations: Arc<AtomicU64>,
     watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// A node in this process, called directly for the keys it owns.
+    embedded: Option<Arc<dyn InProcessNode>>,
 }
 
 /// The leases held from one node, and the task that keeps its `Leases` stream.
@@ -1111,7 +1147,7 @@ impl CacheClient {
             }
             tried = true;
             match self
-                .call_node(&conn, i > 0, op, membership.epoch(), deadline)
+                .call_member(addr, &conn, i > 0, op, membership.epoch(), deadline)
                 .await
             {
                 Ok(result) => return Ok(((*addr).to_owned(), membership.epoch(), result, i > 0)),
@@ -1122,7 +1158,7 @@ impl CacheClient {
         if !tried {
             for (i, addr, conn) in skipped {
                 match self
-                    .call_node(&conn, i > 0, op, membership.epoch(), deadline)
+                    .call_member(addr, &conn, i > 0, op, membership.epoch(), deadline)
                     .await
                 {
                     Ok(result) => {
@@ -1134,6 +1170,47 @@ impl CacheClient {
             }
         }
         Err(last.unwrap_or_else(|| Error::Unavailable("no node could be reached".into())))
+    }
+
+    /// One attempt on the member at `addr`: a direct call when it is the embedded node, else
+    /// over `conn`.
+    async fn call_member<F>(
+        &self,
+        addr: &str,
+        conn: &NodeConn,
+        fallback: bool,
+        op: &F,
+        epoch: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<pb::reply::Result>
+    where
+        F: Fn(bool) -> pb::op::Kind,
+    {
+        let Some(node) = self
+            .inner
+            .embedded
+            .as_ref()
+            .filter(|n| n.member_addr().as_deref() == Some(addr))
+        else {
+            return self.call_node(conn, fallback, op, epoch, deadline).await;
+        };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(Error::Timeout(self.inner.timeout));
+        }
+        self.inner
+            .counters
+            .direct_calls
+            .fetch_add(1, Ordering::Relaxed);
+        let op = pb::Op {
+            id: 0,
+            kind: Some(op(fallback)),
+            epoch,
+        };
+        match node.call(&self.inner.app, op, remaining).await.result {
+            Some(result) => Ok(result),
+            None => Err(Error::Internal("a reply without a result".into())),
+        }
     }
 
     /// One attempt on one node; a node that cannot be reached is marked down.
@@ -1192,6 +1269,7 @@ impl CacheClient {
             local_leased: l(&c.local_leased),
             value_replies: l(&c.value_replies),
             ops_sent: self.inner.ops_sent.load(Ordering::Relaxed),
+            direct_calls: l(&c.direct_calls),
             invalidations: self.inner.invalidations.load(Ordering::Relaxed),
             local_bytes: self.inner.local.as_ref().map_or(0, LocalTier::bytes),
         }

@@ -16,7 +16,9 @@
 //! A get flows: [`CacheClient::get`] → validate the key → the local tier (a `Bounded` copy
 //! within its bound is served here) → the home node's pipe, carrying the local copy's version
 //! (`Strong`, `Strict`) → (node) → reply slot → `NotModified` (serve the local copy) or the
-//! value, its version and its tier.
+//! value, its version and its tier. When the home node is embedded in this process
+//! ([`CacheClientBuilder::embedded`]), the same op goes to it by a direct call instead of
+//! its pipe ([`cache_proto::in_process`]).
 //!
 //! # Examples
 //! ```no_run

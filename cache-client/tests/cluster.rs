@@ -501,3 +501,82 @@ async fn on_local_files_a_delete_does_not_split_a_conditional_put() {
     );
     cluster.shutdown().await;
 }
+
+/// A client in the same process as a node calls it directly for the keys it owns: no op goes
+/// over the network for them, and what it reads and writes is what every other client reads
+/// and writes. Keys of other nodes go over the network as before, and after a change of
+/// members the direct calls follow ownership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_node_is_called_directly_for_the_keys_it_owns() {
+    let store = open_store("memory:///").unwrap();
+    let mut cluster = cluster_over(store.clone()).await;
+    let embedded = Arc::new(cluster.node(0).clone());
+    let own = cluster.addrs()[0].clone();
+    let local = CacheClient::builder()
+        .app(APP)
+        .nodes(cluster.addrs())
+        .embedded(embedded)
+        .build()
+        .await
+        .unwrap();
+    let remote = client(&cluster).await;
+    let keys: Vec<String> = (0..60).map(|i| format!("embedded/{i}")).collect();
+    let (mine, theirs): (Vec<&String>, Vec<&String>) =
+        keys.iter().partition(|k| local.home_of(k) == own);
+    assert!(!mine.is_empty() && !theirs.is_empty());
+
+    let before = local.client_stats();
+    for key in &mine {
+        local.put(key, format!("local {key}")).await.unwrap();
+        assert_eq!(
+            local.get(key).await.unwrap().as_deref(),
+            Some(format!("local {key}").as_bytes())
+        );
+        // Another client, over the network, reads what the direct call wrote...
+        assert_eq!(
+            remote.get(key).await.unwrap().as_deref(),
+            Some(format!("local {key}").as_bytes())
+        );
+        // ...and the direct call reads what it writes.
+        remote.put(key, format!("remote {key}")).await.unwrap();
+        assert_eq!(
+            local.get(key).await.unwrap().as_deref(),
+            Some(format!("remote {key}").as_bytes())
+        );
+    }
+    let after = local.client_stats();
+    assert_eq!(
+        after.ops_sent, before.ops_sent,
+        "no op went over the network"
+    );
+    assert_eq!(
+        after.direct_calls - before.direct_calls,
+        3 * mine.len() as u64
+    );
+    for key in &theirs {
+        local.put(key, "v").await.unwrap();
+    }
+    let last = local.client_stats();
+    assert_eq!(last.ops_sent - after.ops_sent, theirs.len() as u64);
+    assert_eq!(last.direct_calls, after.direct_calls);
+
+    // A node joins and takes some of the embedded node's keys: direct calls stop for those
+    // (the embedded node answers them with its new member list) and go over the network.
+    let added = cluster
+        .add_node(|b| b.app(APP).store(store.clone()))
+        .await
+        .unwrap();
+    let mut members = cluster.addrs();
+    members.retain(|m| *m != added);
+    members.push(added.clone());
+    remote.set_members(None, members).await.unwrap();
+    for key in &mine {
+        assert_eq!(
+            local.get(key).await.unwrap().as_deref(),
+            Some(format!("remote {key}").as_bytes())
+        );
+    }
+    let moved = mine.iter().filter(|k| local.home_of(k) == added).count();
+    assert!(moved > 0, "none of the embedded node's keys moved");
+    cluster.shutdown().await;
+}

@@ -107,6 +107,34 @@ fn error_reply(id: u64, err: &Error) -> pb::Reply {
     }
 }
 
+/// The embedded path: an op from a client in this process, run as an op of a `Batch` is,
+/// with no socket, no encoding and no credentials (the caller is this process).
+impl cache_proto::in_process::InProcessNode for CacheNode {
+    fn member_addr(&self) -> Option<String> {
+        self.addr().map(str::to_owned)
+    }
+
+    fn call(
+        &self,
+        app: &str,
+        op: pb::Op,
+        budget: Duration,
+    ) -> cache_proto::in_process::ReplyFuture<'_> {
+        let checked = self.check_app(app);
+        Box::pin(async move {
+            if let Err(e) = checked {
+                return error_reply(op.id, &self.failed(e));
+            }
+            // The value goes to the caller as shared bytes: no reply is held for a transport.
+            let account = self.reply_budget().node_account();
+            match triage(self, &account, op, budget).await {
+                Ok((reply, _held)) => reply,
+                Err((id, kind)) => run_op(self, &account, id, kind, budget).await.0,
+            }
+        })
+    }
+}
+
 /// Holds a value answer's bytes against `account`, unless `held` already does.
 async fn hold_answer(
     account: &Account,

@@ -7,10 +7,12 @@
 //!   `admin_client`/`admin_server` modules.
 //! - [`codec`]: the codec the generated code uses: prost's, with decode errors as
 //!   `INVALID_ARGUMENT`.
+//! - [`in_process`]: the same ops and replies, for a node in the caller's own process.
 //!
 //! This crate does no I/O and holds no logic; `cache-server` and `cache-client` build on it.
 
 pub mod codec;
+pub mod in_process;
 
 /// The `cachelet.v1` package.
 #[allow(missing_docs, clippy::all)]
