@@ -67,6 +67,9 @@ struct Setup {
     staleness: Duration,
     /// A manual clock for `Bounded`, advanced by [`TICK`] after each read of the readers.
     manual: Option<ManualClock>,
+    /// Each client runs in the process of one node, which it calls directly for the keys
+    /// that node owns ([`cache_client::CacheClientBuilder::embedded`]).
+    embedded: bool,
 }
 
 /// What a run recorded.
@@ -78,6 +81,8 @@ struct Run {
     local_confirmed: u64,
     /// `Strong` local hits served under a read lease, over all clients.
     local_leased: u64,
+    /// Ops answered by a client's embedded node by a direct call, over all clients.
+    direct_calls: u64,
 }
 
 impl Run {
@@ -164,20 +169,19 @@ async fn run_history_with(
             .unwrap();
     }
     let mut clients = Vec::new();
-    for _ in 0..3 {
-        clients.push(
-            CacheClient::builder()
-                .app(APP)
-                .nodes(cluster.addrs())
-                .consistency(setup.consistency)
-                .local_capacity_bytes(1 << 20)
-                .invalidations(setup.invalidations)
-                .leases(setup.consistency == Consistency::Strong)
-                .clock(clock.clone())
-                .build()
-                .await
-                .unwrap(),
-        );
+    for c in 0..3 {
+        let mut builder = CacheClient::builder()
+            .app(APP)
+            .nodes(cluster.addrs())
+            .consistency(setup.consistency)
+            .local_capacity_bytes(1 << 20)
+            .invalidations(setup.invalidations)
+            .leases(setup.consistency == Consistency::Strong)
+            .clock(clock.clone());
+        if setup.embedded {
+            builder = builder.embedded(Arc::new(cluster.node(c).clone()));
+        }
+        clients.push(builder.build().await.unwrap());
     }
     let mode = mode(setup.consistency);
     let read =
@@ -273,6 +277,7 @@ async fn run_history_with(
         local_unchecked: stats.iter().map(|s| s.local_unchecked).sum(),
         local_confirmed: stats.iter().map(|s| s.local_confirmed).sum(),
         local_leased: stats.iter().map(|s| s.local_leased).sum(),
+        direct_calls: stats.iter().map(|s| s.direct_calls).sum(),
     }
 }
 
@@ -285,6 +290,7 @@ async fn strong_reads_see_every_write_through_the_cache() {
             direct_counted: false,
             staleness: Duration::ZERO,
             manual: None,
+            embedded: false,
         };
         let run = run_history(&setup).await;
         // Leased copies were served with no round trip, and the history still checks.
@@ -304,6 +310,7 @@ async fn writes_that_do_not_wait_for_lease_holders_are_caught() {
         direct_counted: false,
         staleness: Duration::ZERO,
         manual: None,
+        embedded: false,
     };
     let mut anomalies = 0;
     for _ in 0..10 {
@@ -326,6 +333,7 @@ async fn strict_reads_see_direct_store_writes_too() {
         direct_counted: true,
         staleness: Duration::ZERO,
         manual: None,
+        embedded: false,
     };
     run_history(&setup).await.check(&setup).unwrap();
 }
@@ -339,6 +347,7 @@ async fn bounded_reads_are_never_older_than_the_bound() {
         direct_counted: false,
         staleness: bound,
         manual: Some(ManualClock::new()),
+        embedded: false,
     };
     let run = run_history(&setup).await;
     run.check(&setup).unwrap();
@@ -378,6 +387,7 @@ async fn the_checker_catches_reads_without_validation() {
         direct_counted: false,
         staleness: Duration::ZERO,
         manual: None,
+        embedded: false,
     };
     let result = run_history(&setup).await.check(&setup);
     let violation = result.expect_err("unvalidated local copies must be caught");
@@ -393,6 +403,7 @@ async fn the_linearizability_checker_catches_reads_without_validation() {
         direct_counted: false,
         staleness: Duration::ZERO,
         manual: None,
+        embedded: false,
     };
     let report = run_history(&setup)
         .await
@@ -667,4 +678,26 @@ async fn hot_keys_are_mirrored_locally_and_cold_keys_are_not() {
         "only the cold read went out"
     );
     cluster.shutdown().await;
+}
+
+/// Clients that each run in the process of one node, and call it directly for its keys,
+/// keep `Strong` and `Strict` reads linearizable: the direct path runs the same op under the
+/// same rules as the network path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_with_embedded_nodes_see_every_write() {
+    for (consistency, direct_counted) in [(Consistency::Strong, false), (Consistency::Strict, true)]
+    {
+        let setup = Setup {
+            consistency,
+            invalidations: true,
+            direct_counted,
+            staleness: Duration::ZERO,
+            manual: None,
+            embedded: true,
+        };
+        let run = run_history(&setup).await;
+        assert!(run.direct_calls > 0, "{consistency:?}: no direct call");
+        run.check(&setup)
+            .unwrap_or_else(|v| panic!("{consistency:?} with embedded nodes: {v}"));
+    }
 }
