@@ -1,5 +1,5 @@
-//! A client get over loopback from an in-process node that holds the key: one request at a
-//! time, and 64 outstanding.
+//! A client get from an in-process node that holds the key: over loopback, one request at a
+//! time and 64 outstanding; and by a direct call to the node embedded in this process.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -38,6 +38,15 @@ fn client(c: &mut Criterion) {
         }
         (cluster, client)
     });
+    let direct = rt.block_on(async {
+        CacheClient::builder()
+            .app("bench")
+            .nodes(cluster.addrs())
+            .embedded(Arc::new(cluster.node(0).clone()))
+            .build()
+            .await
+            .unwrap()
+    });
 
     let mut group = c.benchmark_group("client_get_1KiB");
     group.throughput(Throughput::Elements(1));
@@ -64,7 +73,21 @@ fn client(c: &mut Criterion) {
             }
         })
     });
+    group.throughput(Throughput::Elements(1));
+    let mut k = 0usize;
+    group.bench_function("embedded_direct_call", |b| {
+        b.to_async(&rt).iter(|| {
+            k = (k + 1) % KEYS;
+            let (direct, key) = (&direct, &keys[k]);
+            async move { black_box(direct.get(key).await.unwrap().expect("held")) }
+        })
+    });
     group.finish();
+    assert_eq!(
+        direct.client_stats().ops_sent,
+        0,
+        "a direct get used the network"
+    );
     rt.block_on(cluster.shutdown());
 }
 
