@@ -1506,7 +1506,7 @@ mod tests {
     /// Before it serves, a node knows whether its store checks versions, so that the first
     /// writes already take turns where they must: a plain write that does not could slip in
     /// between the version check and the write of the first conditional write (`cache-bench
-    /// check` found exactly that, 60 ms into a run).
+    /// check` found exactly that: both acknowledged, and the conditional write's value read).
     #[tokio::test]
     async fn a_node_knows_before_it_serves_whether_its_store_checks_versions() {
         let dir = tempfile::tempdir().unwrap();
