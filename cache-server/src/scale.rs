@@ -9,15 +9,22 @@
 //!
 //! adopt E ──▶ bump the cache's generations (loads and writes in flight cache nothing)
 //!         ──▶ keys given up: kept aside ("departed") for Peek and handoff; stale copies dropped
+//!               (a write that lands later drops its key's copy from there)
+//!         ──▶ fence itself: the same fence as for a peer, then count its own ack in seals
 //!         ──▶ fence loop: ask every member of the epochs since the seal to be fenced at E,
-//!               until sealed (a peer that refuses connections counts after `fence_grace`)
+//!               until sealed (a peer that refuses connections counts after `fence_grace`,
+//!               at least one lease length)
 //!         ──▶ handoff: once this node's own older writes finished and E is sealed,
 //!               stream the departed entries, hottest first, to their new owners
 //!         ──▶ not a member any more? drained
 //! ```
 //! A fence request makes the node adopt E if it has not, then waits until none of its writes
-//! admitted at an older epoch is in flight. Serving never waits for any of this; only writes
-//! to keys that are not settled do.
+//! admitted at an older epoch is in flight, then revokes its leases on the keys it gave up.
+//! Serving never waits for any of this; only writes to keys that are not settled do.
+//!
+//! At start-up a node asks the store whether it checks versions itself, and leaves a record
+//! of its process ([`PROCESS_PREFIX`]): when another process served on its address before,
+//! it takes no write for one lease length, and answers fences only after the fence grace.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,12 +39,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
+use crate::node::CacheNode;
+use crate::scale_state::{Departed, Gained, ScaleState, Written, lock};
+
 /// Where each node process leaves a record, under its address, when it starts: a process
 /// that finds one knows that another served on its address before it.
 pub(crate) const PROCESS_PREFIX: &str = "_cachelet/processes/";
-
-use crate::node::CacheNode;
-use crate::scale_state::{Departed, Gained, ScaleState, Written, lock};
 
 /// A handoff batch is closed at this many value bytes.
 const HANDOFF_BATCH_BYTES: usize = 256 * 1024;
