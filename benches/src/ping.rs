@@ -53,6 +53,27 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid bounds")
 }
 
+/// Times `gets` gets of keys from `pick` into `h`, each checked against `value`.
+async fn timed_gets<B: AsRef<[u8]>>(
+    h: &mut Histogram<u64>,
+    gets: usize,
+    pick: &mut impl FnMut() -> String,
+    value: &[u8],
+    mut get: impl AsyncFnMut(&str) -> anyhow::Result<Option<B>>,
+) -> anyhow::Result<()> {
+    for _ in 0..gets {
+        let key = pick();
+        let t = Instant::now();
+        let got = get(&key).await?;
+        h.record(ns(t))?;
+        anyhow::ensure!(
+            got.as_ref().map(AsRef::as_ref) == Some(value),
+            "wrong value for {key}"
+        );
+    }
+    Ok(())
+}
+
 /// Nanoseconds since `since`.
 fn ns(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_nanos())
@@ -104,36 +125,20 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
     let (mut ours, mut theirs, mut inside) = (hist(), hist(), hist());
     let mut rng = StdRng::seed_from_u64(1);
     for _ in 0..args.rounds {
-        for _ in 0..args.gets {
-            let key = key_name(rng.random_range(0..args.keys));
-            let t = Instant::now();
-            let got = direct.get(&key).await?;
-            inside.record(ns(t))?;
-            anyhow::ensure!(
-                got.as_deref() == Some(value.as_ref()),
-                "wrong value for {key}"
-            );
-        }
-        for _ in 0..args.gets {
-            let key = key_name(rng.random_range(0..args.keys));
-            let t = Instant::now();
-            let got = client.get(&key).await?;
-            ours.record(ns(t))?;
-            anyhow::ensure!(
-                got.as_deref() == Some(value.as_ref()),
-                "wrong value for {key}"
-            );
-        }
-        for _ in 0..args.gets {
-            let key = key_name(rng.random_range(0..args.keys));
-            let t = Instant::now();
-            let got: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
-            theirs.record(ns(t))?;
-            anyhow::ensure!(
-                got.as_deref() == Some(value.as_ref()),
-                "wrong value for {key}"
-            );
-        }
+        let mut pick = || key_name(rng.random_range(0..args.keys));
+        timed_gets(&mut inside, args.gets, &mut pick, &value, async |key| {
+            Ok(direct.get(key).await?)
+        })
+        .await?;
+        timed_gets(&mut ours, args.gets, &mut pick, &value, async |key| {
+            Ok(client.get(key).await?)
+        })
+        .await?;
+        timed_gets(&mut theirs, args.gets, &mut pick, &value, async |key| {
+            let got: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(&mut con).await?;
+            Ok(got)
+        })
+        .await?;
     }
     anyhow::ensure!(
         direct.client_stats().ops_sent == 0,

@@ -508,6 +508,29 @@ struct Inner {
 /// The leases held from one node, and the task that keeps its `Leases` stream.
 type LeaseTask = (Arc<NodeLeases>, tokio::task::JoinHandle<()>);
 
+/// Keeps one task per member of `view` in `tasks`: aborts the tasks of nodes that are no
+/// longer members (`handle` finds an entry's task), and starts `start(addr, conn)` for each
+/// member that has none.
+fn per_member<T>(
+    view: &View,
+    tasks: &mut HashMap<String, T>,
+    handle: impl Fn(&T) -> &tokio::task::JoinHandle<()>,
+    mut start: impl FnMut(&str, &NodeConn) -> T,
+) {
+    tasks.retain(|addr, entry| {
+        let keep = view.conns.contains_key(addr);
+        if !keep {
+            handle(entry).abort();
+        }
+        keep
+    });
+    for (addr, conn) in &view.conns {
+        if !tasks.contains_key(addr) {
+            tasks.insert(addr.clone(), start(addr, conn));
+        }
+    }
+}
+
 /// The member list a client routes by, and a connection to each member.
 struct View {
     membership: Arc<Membership>,
@@ -628,32 +651,27 @@ impl CacheClient {
         let (Some(tier), true) = (&self.inner.local, self.inner.watch) else {
             return;
         };
-        let view = self.view();
         let mut watchers = self
             .inner
             .watchers
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        watchers.retain(|addr, task| {
-            let keep = view.conns.contains_key(addr);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-        for (addr, conn) in &view.conns {
-            watchers.entry(addr.clone()).or_insert_with(|| {
+        per_member(
+            &self.view(),
+            &mut watchers,
+            |t| t,
+            |addr, conn| {
                 tokio::spawn(watch_node(
                     tier.clone(),
                     conn.channel(),
                     self.inner.app.clone(),
                     self.inner.shared.clone(),
-                    addr.clone(),
+                    addr.to_owned(),
                     Arc::clone(&self.inner.invalidations),
                     (self.inner.config.min_backoff, self.inner.config.max_backoff),
                 ))
-            });
-        }
+            },
+        );
     }
 
     /// Starts a lease holder for every member that has none, and stops those of nodes that
@@ -662,17 +680,12 @@ impl CacheClient {
         let (Some(tier), true) = (&self.inner.local, self.inner.leased) else {
             return;
         };
-        let view = self.view();
         let mut leases = self.inner.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases.retain(|addr, (_, task)| {
-            let keep = view.conns.contains_key(addr);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-        for (addr, conn) in &view.conns {
-            leases.entry(addr.clone()).or_insert_with(|| {
+        per_member(
+            &self.view(),
+            &mut leases,
+            |(_, t)| t,
+            |_, conn| {
                 let held = Arc::new(NodeLeases::new());
                 let task = tokio::spawn(hold_leases(
                     Arc::clone(&held),
@@ -682,8 +695,8 @@ impl CacheClient {
                     (self.inner.config.min_backoff, self.inner.config.max_backoff),
                 ));
                 (held, task)
-            });
-        }
+            },
+        );
     }
 
     /// The leases held from `key`'s home node, when `Strong` reads use leases.
@@ -691,9 +704,11 @@ impl CacheClient {
         if !self.inner.leased {
             return None;
         }
-        let home = self.membership().owner(key).to_owned();
+        let membership = self.membership();
         let leases = self.inner.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases.get(&home).map(|(held, _)| Arc::clone(held))
+        leases
+            .get(membership.owner(key))
+            .map(|(held, _)| Arc::clone(held))
     }
 
     /// After `from` answered that it does not own a key at `epoch`, for a request routed at
@@ -1190,7 +1205,7 @@ impl CacheClient {
             .inner
             .embedded
             .as_ref()
-            .filter(|n| n.member_addr().as_deref() == Some(addr))
+            .filter(|n| n.member_addr() == Some(addr))
         else {
             return self.call_node(conn, fallback, op, epoch, deadline).await;
         };

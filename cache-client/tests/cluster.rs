@@ -580,3 +580,49 @@ async fn an_embedded_node_is_called_directly_for_the_keys_it_owns() {
     assert!(moved > 0, "none of the embedded node's keys moved");
     cluster.shutdown().await;
 }
+
+/// A write whose store call never ends keeps its key fenced only up to the abandon limit:
+/// then the node drops the call, counts it, and the key takes writes again. Without the
+/// limit (the control: a limit longer than the test), the next write cannot be admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_call_that_never_ends_is_abandoned_at_the_limit() {
+    for (limit, abandoned) in [
+        (Duration::from_millis(300), true),
+        (Duration::from_secs(60), false),
+    ] {
+        let hung = InstrumentedStore::new(open_store("memory:///").unwrap());
+        let store: Arc<dyn ObjectStore> = Arc::new(hung.clone());
+        let cluster = LocalCluster::start(1, |b| {
+            b.app(APP)
+                .store(store.clone())
+                .store_timeout(Duration::from_millis(200))
+                .abandon_writes_after(limit)
+        })
+        .await
+        .unwrap();
+        let cache = client(&cluster).await;
+        cache.put("k", "one").await.unwrap();
+        hung.set_write_acks_lost(true);
+        assert!(matches!(
+            cache.put("k", "two").await,
+            Err(Error::Unavailable(_))
+        ));
+        hung.set_write_acks_lost(false);
+        let stats = cluster.node(0).stats();
+        assert_eq!(stats.writes_outlived, 1, "{stats:?}");
+        // A newer epoch is sealed only once the node has fenced itself, which waits for
+        // the write in flight: only once the call is abandoned.
+        let epoch = cache.set_members(None, cluster.addrs()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while cluster.node(0).stats().sealed < epoch && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sealed = cluster.node(0).stats().sealed >= epoch;
+        assert_eq!(sealed, abandoned, "limit {limit:?}");
+        assert_eq!(
+            cluster.node(0).stats().writes_abandoned,
+            u64::from(abandoned)
+        );
+        cluster.shutdown().await;
+    }
+}

@@ -110,8 +110,8 @@ fn error_reply(id: u64, err: &Error) -> pb::Reply {
 /// The embedded path: an op from a client in this process, run as an op of a `Batch` is,
 /// with no socket, no encoding and no credentials (the caller is this process).
 impl cache_proto::in_process::InProcessNode for CacheNode {
-    fn member_addr(&self) -> Option<String> {
-        self.addr().map(str::to_owned)
+    fn member_addr(&self) -> Option<&str> {
+        self.addr()
     }
 
     fn call(

@@ -18,7 +18,7 @@ pub type ReplyFuture<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
 /// A node in this process that answers ops by direct calls.
 pub trait InProcessNode: Send + Sync + std::fmt::Debug {
     /// The address the node appears under in member lists, once it serves.
-    fn member_addr(&self) -> Option<String>;
+    fn member_addr(&self) -> Option<&str>;
 
     /// Runs `op` for `app` as the node runs an op of a `Batch`, within `budget`.
     fn call(&self, app: &str, op: Op, budget: Duration) -> ReplyFuture<'_>;
