@@ -212,6 +212,12 @@ impl CacheClientBuilder {
     }
 
     /// The cache nodes' addresses (`host:port`), the same list the nodes were given. Required.
+    ///
+    /// An entry `unix:PATH` is a node on this host that listens on that Unix domain socket
+    /// (`cache-server --listen unix:PATH`): [`build`](Self::build) asks it which member it is,
+    /// and every call to that member then goes over the socket. A list of sockets alone is
+    /// enough; the client learns the other members from them. With TLS, the node's
+    /// certificate must also name `localhost`, the name that first call checks.
     pub fn nodes<I, S>(mut self, nodes: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -390,20 +396,20 @@ impl CacheClientBuilder {
         Ok((tls, token))
     }
 
-    /// Builds the client. Connections open lazily, on first use.
+    /// Builds the client. Connections open lazily, on first use, except to `unix:` entries of
+    /// the node list, which are asked which member they are.
     ///
     /// # Errors
     /// [`Error::Config`] when the app or the nodes are missing, an address is malformed, or
-    /// the token or a TLS certificate or key is unusable.
+    /// the token or a TLS certificate or key is unusable; [`Error::Unavailable`] when a
+    /// `unix:` entry does not answer.
     pub async fn build(self) -> Result<CacheClient> {
         let (tls, token) = self.security()?;
         let app = self
             .app
             .filter(|a| !a.is_empty())
             .ok_or_else(|| Error::Config("an app name is required".into()))?;
-        let membership =
-            Membership::new(0, self.nodes).map_err(|e| Error::Config(e.to_string()))?;
-        let config = Arc::new(ConnConfig {
+        let mut config = ConnConfig {
             app: app.clone(),
             op_timeout: self.timeout,
             connect_timeout: self.connect_timeout,
@@ -415,7 +421,36 @@ impl CacheClientBuilder {
             ops_sent: Arc::default(),
             tls,
             token,
-        });
+            sockets: HashMap::new(),
+        };
+        // `unix:PATH` entries: each node says which member it is, and is reached over its
+        // socket from then on.
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        let mut newest: Option<pb::MembersReply> = None;
+        for node in self.nodes {
+            let Some(path) = node.strip_prefix("unix:") else {
+                nodes.push(node);
+                continue;
+            };
+            let path = std::path::PathBuf::from(path);
+            let reply = crate::conn::ask_socket(&path, &config).await?;
+            config.sockets.insert(reply.self_addr.clone(), path);
+            if !nodes.contains(&reply.self_addr) {
+                nodes.push(reply.self_addr.clone());
+            }
+            if newest.as_ref().is_none_or(|n| reply.epoch > n.epoch) {
+                newest = Some(reply);
+            }
+        }
+        let only_sockets = nodes.len() == config.sockets.len();
+        // Nothing but sockets: route by the member list a node gave. Otherwise the refresh
+        // below adopts any newer list.
+        let membership = match newest {
+            Some(reply) if only_sockets => Membership::new(reply.epoch, reply.members),
+            _ => Membership::new(0, nodes),
+        }
+        .map_err(|e| Error::Config(e.to_string()))?;
+        let config = Arc::new(config);
         let conns = membership
             .members()
             .iter()

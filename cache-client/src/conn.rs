@@ -109,6 +109,8 @@ pub(crate) struct ConnConfig {
     pub tls: Option<ClientTlsConfig>,
     /// `Bearer TOKEN`, sent on every call when set.
     pub token: Option<MetadataValue<Ascii>>,
+    /// Members reached over a Unix domain socket instead of TCP: member address → socket.
+    pub sockets: HashMap<String, std::path::PathBuf>,
 }
 
 /// Adds the client's token to every call.
@@ -165,9 +167,15 @@ impl NodeConn {
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
+        // A member on this host may be reached over its Unix socket. The URI still names the
+        // member, so TLS checks the same name as over TCP.
+        let channel = match config.sockets.get(addr) {
+            Some(path) => endpoint.connect_with_connector_lazy(unix_connector(path.clone())),
+            None => endpoint.connect_lazy(),
+        };
         Ok(Self {
             addr: addr.to_owned(),
-            channel: Transport::new(endpoint.connect_lazy(), Bearer(config.token.clone())),
+            channel: Transport::new(channel, Bearer(config.token.clone())),
             health: Mutex::new(Health {
                 down_until: None,
                 backoff: config.min_backoff,
@@ -331,6 +339,68 @@ impl NodeConn {
         ));
         Ok(Pipe { tx, closed })
     }
+}
+
+/// Asks the node that listens on the Unix domain socket `path` for its member list and its
+/// own member address. The call verifies TLS, when it is on, against the name `localhost`.
+///
+/// # Errors
+/// [`Error::Unavailable`] when nothing answers at `path` in time, or the answer names no
+/// member address; the node's error when it refuses the call.
+pub(crate) async fn ask_socket(
+    path: &std::path::Path,
+    config: &ConnConfig,
+) -> Result<pb::MembersReply> {
+    let at = |why: String| Error::Unavailable(format!("unix:{}: {why}", path.display()));
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://localhost"))
+        .map_err(|e| Error::Config(e.to_string()))?
+        .connect_timeout(config.connect_timeout);
+    if let Some(tls) = &config.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| Error::Config(format!("TLS to unix:{}: {e}", path.display())))?;
+    }
+    let channel = endpoint.connect_with_connector_lazy(unix_connector(path.to_owned()));
+    let mut admin =
+        pb::admin_client::AdminClient::new(Transport::new(channel, Bearer(config.token.clone())));
+    let reply = tokio::time::timeout(config.op_timeout, admin.members(pb::MembersRequest {}))
+        .await
+        .map_err(|_| at(format!("no answer in {:?}", config.op_timeout)))?
+        .map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown => at(status.message().to_owned()),
+            _ => Error::from_status(&status),
+        })?
+        .into_inner();
+    if reply.self_addr.is_empty() {
+        return Err(at("the node named no member address".into()));
+    }
+    Ok(reply)
+}
+
+/// Connects to the Unix domain socket at `path`, whatever the URI.
+fn unix_connector(
+    path: std::path::PathBuf,
+) -> impl tower::Service<
+    tonic::transport::Uri,
+    Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Future<Output = std::io::Result<hyper_util::rt::TokioIo<tokio::net::UnixStream>>>
+             + Send,
+> + Send
++ Clone
++ 'static {
+    tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(&path).await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        }
+    })
 }
 
 /// Takes every op that is ready, up to the batch limits, and sends them as one `Batch`.

@@ -17,9 +17,11 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "cache-server", version, about)]
 pub struct Args {
-    /// Address to listen on for data and admin gRPC.
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    pub listen: SocketAddr,
+    /// Where to listen for data and admin gRPC: `HOST:PORT` for TCP, which peers use too, or
+    /// `unix:PATH` for a Unix domain socket that clients on this host may use instead. Give
+    /// it twice for both; with only a socket, TCP listens on the default.
+    #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_listen)]
+    pub listen: Vec<Listen>,
     /// This node's address in the member list (default: the listen address).
     #[arg(long)]
     pub advertise: Option<String>,
@@ -119,6 +121,88 @@ pub struct Args {
     pub insecure: bool,
 }
 
+/// The TCP address the node listens on when `--listen` names none.
+const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// One `--listen` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// The path of a Unix domain socket.
+    Unix(PathBuf),
+}
+
+fn parse_listen(value: &str) -> Result<Listen, String> {
+    match value.strip_prefix("unix:") {
+        Some("") => Err("unix: needs a path, such as unix:/run/cachelet.sock".into()),
+        Some(path) => Ok(Listen::Unix(PathBuf::from(path))),
+        None => value
+            .parse()
+            .map(Listen::Tcp)
+            .map_err(|e| format!("{value:?} is neither HOST:PORT nor unix:PATH: {e}")),
+    }
+}
+
+impl Args {
+    /// The TCP address to listen on, and the Unix domain socket, if any.
+    ///
+    /// # Errors
+    /// More than one of either.
+    pub fn listeners(&self) -> anyhow::Result<(SocketAddr, Option<PathBuf>)> {
+        let tcp: Vec<_> = self
+            .listen
+            .iter()
+            .filter_map(|l| match l {
+                Listen::Tcp(addr) => Some(*addr),
+                Listen::Unix(_) => None,
+            })
+            .collect();
+        let unix: Vec<_> = self
+            .listen
+            .iter()
+            .filter_map(|l| match l {
+                Listen::Unix(path) => Some(path.clone()),
+                Listen::Tcp(_) => None,
+            })
+            .collect();
+        anyhow::ensure!(tcp.len() <= 1, "--listen names more than one TCP address");
+        anyhow::ensure!(unix.len() <= 1, "--listen names more than one Unix socket");
+        let tcp = match tcp.first() {
+            Some(addr) => *addr,
+            None => DEFAULT_LISTEN.parse()?,
+        };
+        Ok((tcp, unix.into_iter().next()))
+    }
+}
+
+/// Binds a Unix domain socket at `path`, readable and writable by this user only (mode 0600).
+/// A socket file left by a node that is gone is replaced; one that a live node answers on is
+/// not.
+///
+/// # Errors
+/// `path` is taken, by a live socket or by another kind of file, or cannot be bound.
+pub async fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        anyhow::ensure!(
+            meta.file_type().is_socket(),
+            "--listen unix:{}: the path exists and is not a socket",
+            path.display()
+        );
+        anyhow::ensure!(
+            tokio::net::UnixStream::connect(path).await.is_err(),
+            "--listen unix:{}: a running process already listens there",
+            path.display()
+        );
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| anyhow::anyhow!("--listen unix:{}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
 /// Reads and checks the TLS files, the auth file and the peer token file `args` name, and
 /// refuses a non-loopback listener without credentials unless `--insecure`.
 ///
@@ -129,7 +213,7 @@ pub fn secure(args: &Args, builder: CacheNodeBuilder) -> anyhow::Result<CacheNod
         cache_core::auth::check_exposure(what, addr.ip(), args.auth.is_some(), args.insecure)
             .map_err(anyhow::Error::msg)
     };
-    exposure("data, admin and peer gRPC", args.listen)?;
+    exposure("data, admin and peer gRPC", args.listeners()?.0)?;
     if let Some(metrics) = args.metrics {
         exposure("metrics", metrics)?;
     }
@@ -165,8 +249,13 @@ where
 {
     // Certificates, credentials and the exposure rule are checked before anything is bound.
     let builder = secure(&args, CacheNode::builder())?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let (tcp, unix_path) = args.listeners()?;
+    let listener = tokio::net::TcpListener::bind(tcp).await?;
     let local = listener.local_addr()?.to_string();
+    let unix = match &unix_path {
+        Some(path) => Some(bind_unix(path).await?),
+        None => None,
+    };
     let advertise = args.advertise.clone().unwrap_or(local);
     let members = if args.peers.is_empty() {
         vec![advertise.clone()]
@@ -213,14 +302,21 @@ where
             }
         })
     });
+    let listeners = crate::Listeners {
+        tcp: listener,
+        unix,
+    };
     let served = node
-        .serve(listener, async move {
+        .serve(listeners, async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         })
         .await;
     if let Some(task) = metrics {
         task.abort();
+    }
+    if let Some(path) = unix_path {
+        let _ = std::fs::remove_file(path);
     }
     served?;
     Ok(())

@@ -4,7 +4,7 @@
 //!
 //! # How a connection is bounded
 //! ```text
-//!  listener ──accept (only while a slot is free)──▶ IdleIo(TcpStream, slot) ──▶ [TLS] ──▶ hyper h2
+//!  listeners ──accept (only while a slot is free)──▶ IdleIo(TCP or Unix stream, slot) ──▶ [TLS] ──▶ hyper h2
 //!              at the cap: stop accepting; new                │
 //!              clients wait in the kernel's backlog           └ no byte read for the deadline:
 //!                                                               reads and writes fail, the
@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::transport::Server;
@@ -142,9 +142,29 @@ pub(crate) fn tune<L>(server: Server<L>, limits: &ConnLimits) -> Server<L> {
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
 }
 
+/// The sockets a node serves on.
+///
+/// The TCP listener is the node's address: peers and remote clients reach it there, and its
+/// address is the node's member address unless the builder sets `advertise`. The Unix domain
+/// socket, when there is one, is for clients on the same host (a sidecar's function): the same
+/// services, credentials and limits, with no TCP on the way. Both share one connection cap.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The node's TCP listener.
+    pub tcp: TcpListener,
+    /// A Unix domain socket for clients on the same host (default: none).
+    pub unix: Option<UnixListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(tcp: TcpListener) -> Self {
+        Self { tcp, unix: None }
+    }
+}
+
 /// Why the accept loop is waiting, for logging once per episode.
 struct AcceptState {
-    listener: TcpListener,
+    listeners: Listeners,
     slots: Arc<Semaphore>,
     cap: usize,
     limits: ConnLimits,
@@ -155,7 +175,7 @@ struct AcceptState {
 /// `Server::serve_with_incoming_shutdown`. It never yields an error: accept errors are
 /// logged and retried.
 pub(crate) fn incoming(
-    listener: TcpListener,
+    listeners: Listeners,
     limits: &ConnLimits,
 ) -> impl Stream<Item = io::Result<IdleIo>> + Send + 'static {
     let cap = limits.max_connections();
@@ -166,7 +186,7 @@ pub(crate) fn incoming(
         "connection limits"
     );
     let state = AcceptState {
-        listener,
+        listeners,
         slots: Arc::new(Semaphore::new(cap)),
         cap,
         limits: *limits,
@@ -205,14 +225,22 @@ impl AcceptState {
         Arc::clone(&self.slots).acquire_owned().await.ok()
     }
 
-    async fn accept(&mut self) -> TcpStream {
+    async fn accept(&mut self) -> Io {
         loop {
-            match self.listener.accept().await {
-                Ok((stream, _)) => {
+            let accepted = match &self.listeners.unix {
+                None => self.listeners.tcp.accept().await.map(|(s, _)| Io::Tcp(s)),
+                Some(unix) => tokio::select! {
+                    tcp = self.listeners.tcp.accept() => tcp.map(|(s, _)| Io::Tcp(s)),
+                    local = unix.accept() => local.map(|(s, _)| Io::Unix(s)),
+                },
+            };
+            match accepted {
+                Ok(Io::Tcp(stream)) => {
                     // Replies are small and latency-bound: no Nagle's delay.
                     let _ = stream.set_nodelay(true);
-                    return stream;
+                    return Io::Tcp(stream);
                 }
+                Ok(unix) => return unix,
                 Err(e) if is_connection_error(&e) => {
                     tracing::debug!(error = %e, "a connection failed before it was accepted");
                 }
@@ -235,12 +263,35 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// An accepted TCP connection that fails, and so closes, once no byte has been read from it
-/// for its deadline: [`DEFAULT_PREFACE_TIMEOUT`] for the first bytes, then the idle timeout.
-/// It holds one of the node's connection slots until it is dropped.
+/// An accepted connection, over TCP or a Unix domain socket.
+#[derive(Debug)]
+enum Io {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// Runs `$body` with `$s` bound to the pinned stream inside `$io`, whichever kind it is.
+macro_rules! on_stream {
+    ($io:expr, $s:ident => $body:expr) => {
+        match $io {
+            Io::Tcp(stream) => {
+                let $s = Pin::new(stream);
+                $body
+            }
+            Io::Unix(stream) => {
+                let $s = Pin::new(stream);
+                $body
+            }
+        }
+    };
+}
+
+/// An accepted connection that fails, and so closes, once no byte has been read from it for
+/// its deadline: [`DEFAULT_PREFACE_TIMEOUT`] for the first bytes, then the idle timeout. It
+/// holds one of the node's connection slots until it is dropped.
 #[derive(Debug)]
 pub struct IdleIo {
-    inner: TcpStream,
+    inner: Io,
     _slot: OwnedSemaphorePermit,
     timer: Pin<Box<Sleep>>,
     /// When the last byte was read, or `None` before the first.
@@ -251,7 +302,7 @@ pub struct IdleIo {
 }
 
 impl IdleIo {
-    fn new(inner: TcpStream, slot: OwnedSemaphorePermit, limits: &ConnLimits) -> Self {
+    fn new(inner: Io, slot: OwnedSemaphorePermit, limits: &ConnLimits) -> Self {
         let accepted = Instant::now();
         Self {
             inner,
@@ -293,8 +344,12 @@ impl IdleIo {
                     } else {
                         "no preface"
                     };
+                    let peer = match &self.inner {
+                        Io::Tcp(s) => s.peer_addr().ok(),
+                        Io::Unix(_) => None,
+                    };
                     tracing::debug!(
-                        peer = ?self.inner.peer_addr().ok(),
+                        ?peer,
                         phase,
                         "closing a connection that read nothing before its deadline"
                     );
@@ -323,7 +378,7 @@ impl AsyncRead for IdleIo {
             return Poll::Ready(Err(Self::timed_out()));
         }
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        match on_stream!(&mut this.inner, s => s.poll_read(cx, buf)) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     this.last_read = Some(Instant::now());
@@ -347,7 +402,7 @@ impl AsyncWrite for IdleIo {
         if this.expired {
             return Poll::Ready(Err(Self::timed_out()));
         }
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+        match on_stream!(&mut this.inner, s => s.poll_write(cx, buf)) {
             // A peer that neither reads nor sends: its window is full and it is idle.
             Poll::Pending if this.poll_expired(cx) => Poll::Ready(Err(Self::timed_out())),
             other => other,
@@ -363,34 +418,44 @@ impl AsyncWrite for IdleIo {
         if this.expired {
             return Poll::Ready(Err(Self::timed_out()));
         }
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+        match on_stream!(&mut this.inner, s => s.poll_write_vectored(cx, bufs)) {
             Poll::Pending if this.poll_expired(cx) => Poll::Ready(Err(Self::timed_out())),
             other => other,
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match &self.inner {
+            Io::Tcp(s) => s.is_write_vectored(),
+            Io::Unix(s) => s.is_write_vectored(),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_flush(cx) {
+        match on_stream!(&mut this.inner, s => s.poll_flush(cx)) {
             Poll::Pending if this.poll_expired(cx) => Poll::Ready(Err(Self::timed_out())),
             other => other,
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        on_stream!(&mut self.get_mut().inner, s => s.poll_shutdown(cx))
     }
 }
 
 impl Connected for IdleIo {
     type ConnectInfo = TcpConnectInfo;
 
+    /// A Unix domain socket's peer has no IP address: both addresses are `None`.
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        match &self.inner {
+            Io::Tcp(s) => s.connect_info(),
+            Io::Unix(_) => TcpConnectInfo {
+                local_addr: None,
+                remote_addr: None,
+            },
+        }
     }
 }
 
@@ -465,7 +530,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            let mut incoming = Box::pin(incoming(listener, &limits));
+            let mut incoming = Box::pin(incoming(listener.into(), &limits));
             while let Some(Ok(mut io)) = incoming.next().await {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 64];

@@ -86,6 +86,7 @@ pub mod store;
 mod streams;
 pub mod wire;
 
+pub use connections::Listeners;
 pub use error::{Error, Result};
 pub use node::{CacheNode, CacheNodeBuilder};
 pub use security::TlsConfig;

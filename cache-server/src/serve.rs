@@ -3,10 +3,10 @@
 use std::future::Future;
 
 use cache_proto::v1 as pb;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 
+use crate::connections::Listeners;
 use crate::node::CacheNode;
 use crate::service::{AdminService, DataService, PeerService};
 
@@ -20,12 +20,13 @@ const CONNECTION_WINDOW: u32 = 4 << 20;
 const STREAM_WINDOW: u32 = 1 << 20;
 
 impl CacheNode {
-    /// Serves the data and admin services on `listener` until `shutdown` completes, then
+    /// Serves the data and admin services on `listeners` until `shutdown` completes, then
     /// finishes the requests in progress and returns.
     ///
-    /// The listener is already bound, so tests can bind `127.0.0.1:0`. Unless the builder set
-    /// `advertise`, the node's own address is the listener's local address, and it must be in
-    /// the member list.
+    /// `listeners` is a bound `TcpListener`, or [`Listeners`] to serve a Unix domain socket
+    /// as well. They are already bound, so tests can bind `127.0.0.1:0`. Unless the builder
+    /// set `advertise`, the node's own address is the TCP listener's local address, and it
+    /// must be in the member list.
     ///
     /// With TLS ([`crate::node::CacheNodeBuilder::tls`]) every connection is TLS; with
     /// credentials ([`crate::node::CacheNodeBuilder::auth`]) every call needs a token.
@@ -52,11 +53,16 @@ impl CacheNode {
     /// node.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
     /// # }
     /// ```
-    pub async fn serve<F>(&self, listener: TcpListener, shutdown: F) -> crate::Result<()>
+    pub async fn serve<F>(&self, listeners: impl Into<Listeners>, shutdown: F) -> crate::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let local = listener.local_addr()?;
+        let listeners = listeners.into();
+        let local = listeners.tcp.local_addr()?;
+        let unix = match &listeners.unix {
+            Some(unix) => Some(unix.local_addr()?),
+            None => None,
+        };
         self.check_exposure("data, admin and peer gRPC", local)?;
         self.check_security()?;
         self.set_addr(local.to_string())?;
@@ -128,11 +134,11 @@ impl CacheNode {
             tracing::info!("shutting down: finishing requests in progress");
             let _ = stop_tx.send(true);
         };
-        tracing::info!(addr = %local, app = self.app(), "serving");
+        tracing::info!(addr = %local, ?unix, app = self.app(), "serving");
         // Accepted under the connection cap, each with idle deadlines (and without Nagle's
         // delay: tonic's `tcp_nodelay` applies only to listeners that it binds itself).
         let limits = &self.inner.connections;
-        let incoming = crate::connections::incoming(listener, limits);
+        let incoming = crate::connections::incoming(listeners, limits);
         let mut server = crate::connections::tune(Server::builder(), limits);
         if let Some(tls) = self.tls() {
             server = server.tls_config(tls.tonic_server())?;

@@ -193,3 +193,90 @@ fn sigterm_right_after_start_up_exits_cleanly() {
         server.terminate();
     }
 }
+
+/// A sidecar that also listens on a Unix domain socket serves a client whose node list names
+/// only that socket. The node advertises a TCP address that nothing listens on, so every call
+/// that succeeds went over the socket; the control, a client given that address, fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_is_reached_over_its_unix_socket() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let socket = dir.path().join("node.sock");
+    let listen = format!("unix:{}", socket.display());
+    let unreachable = "127.0.0.1:1";
+    let args = [
+        "--app",
+        "uds",
+        "--store",
+        &store,
+        "--listen",
+        &listen,
+        "--advertise",
+        unreachable,
+    ];
+    let server = common::Server::spawn(&args, &[]);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the socket is for this user only");
+
+    let cache = CacheClient::builder()
+        .app("uds")
+        .nodes([listen.clone()])
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(cache.membership().members(), [unreachable]);
+    cache.put("k", "over the socket").await.unwrap();
+    assert_eq!(
+        cache.get("k").await.unwrap().as_deref(),
+        Some(&b"over the socket"[..])
+    );
+    let stats = cache.stats().await.unwrap();
+    assert_eq!(stats.nodes.len(), 1);
+
+    // The control: the same node by its advertised TCP address is not reachable.
+    let over_tcp = CacheClient::builder()
+        .app("uds")
+        .nodes([unreachable])
+        .timeout(std::time::Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    assert!(over_tcp.get("k").await.is_err());
+
+    // A second node cannot take a socket that a live node answers on.
+    let taken = common::Server::spawn_at("127.0.0.1:0", &args, &[]);
+    let Err(e) = taken else {
+        panic!("a second node bound a live socket")
+    };
+    assert!(e.contains("already listens"), "{e}");
+
+    server.terminate();
+    assert!(!socket.exists(), "the socket file is removed on exit");
+}
+
+#[test]
+fn a_listen_flag_is_an_address_or_a_socket() {
+    for (listen, expected) in [
+        ("unix:", "needs a path"),
+        ("localhost", "neither HOST:PORT nor unix:PATH"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cache-server"))
+            .args(["--app", "a", "--store", "memory:///", "--listen", listen])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{listen}: {err}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cache-server"))
+        .args(["--app", "a", "--store", "memory:///"])
+        .args(["--listen", "127.0.0.1:0", "--listen", "127.0.0.2:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("more than one TCP address"), "{err}");
+}
