@@ -1,6 +1,7 @@
-//! `cache-bench ping`: one request at a time, the latency of a get that hits the home node,
-//! and of one that a node embedded in this process answers by a direct call, against a GET
-//! from `redis-server`, in alternating rounds of one run.
+//! `cache-bench ping`: one request at a time, the latency of a get that hits the home node
+//! over TCP and over its Unix domain socket, and of one that a node embedded in this process
+//! answers by a direct call, against a GET from `redis-server` over TCP and over its Unix
+//! domain socket, in alternating rounds of one run.
 
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,16 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         .client(CacheClient::builder().app("ping").nodes(cluster.addrs()))
         .build()
         .await?;
+    // The same nodes over their Unix domain sockets (process nodes only).
+    let over_unix = match cluster.sockets() {
+        Some(sockets) => Some(
+            security
+                .client(CacheClient::builder().app("ping").nodes(sockets))
+                .build()
+                .await?,
+        ),
+        None => None,
+    };
     // A node in this very process, which its client calls directly (no socket).
     let embedded_store = open_store("memory:///")?;
     let embedded = LocalCluster::start(1, |b| {
@@ -113,6 +124,7 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         .await?;
     let redis = RedisServer::start(1 << 30).await?;
     let mut con = redis.connect().await?;
+    let mut con_unix = redis.connect_unix().await?;
     for k in 0..args.keys {
         client.put(&key_name(k), value.clone()).await?;
         direct.put(&key_name(k), value.clone()).await?;
@@ -123,6 +135,7 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
             .await?;
     }
     let (mut ours, mut theirs, mut inside) = (hist(), hist(), hist());
+    let (mut ours_unix, mut theirs_unix) = (hist(), hist());
     let mut rng = StdRng::seed_from_u64(1);
     for _ in 0..args.rounds {
         let mut pick = || key_name(rng.random_range(0..args.keys));
@@ -139,6 +152,26 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
             Ok(got)
         })
         .await?;
+        if let Some(over_unix) = &over_unix {
+            timed_gets(&mut ours_unix, args.gets, &mut pick, &value, async |key| {
+                Ok(over_unix.get(key).await?)
+            })
+            .await?;
+        }
+        timed_gets(
+            &mut theirs_unix,
+            args.gets,
+            &mut pick,
+            &value,
+            async |key| {
+                let got: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut con_unix)
+                    .await?;
+                Ok(got)
+            },
+        )
+        .await?;
     }
     anyhow::ensure!(
         direct.client_stats().ops_sent == 0,
@@ -146,11 +179,16 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
     );
     let mut table = Table::new(["system", "p50 us", "p90 us", "p99 us", "p99.9 us", "gets"]);
     let us = |ns: u64| format!("{:.1}", ns as f64 / 1000.0);
-    for (name, h) in [
-        ("cachelet (home hit)", &ours),
+    let mut rows = vec![("cachelet (home hit, TCP)", &ours)];
+    if over_unix.is_some() {
+        rows.push(("cachelet (home hit, Unix socket)", &ours_unix));
+    }
+    rows.extend([
         ("cachelet (embedded node, direct call)", &inside),
-        ("redis-server", &theirs),
-    ] {
+        ("redis-server (TCP)", &theirs),
+        ("redis-server (Unix socket)", &theirs_unix),
+    ]);
+    for (name, h) in rows {
         table.row([
             name,
             &us(h.value_at_quantile(0.5)),
@@ -170,10 +208,17 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
         args.gets
     );
     print!("{table}");
+    let p50 = |h: &Histogram<u64>| h.value_at_quantile(0.5) as f64;
     println!(
-        "p50 cachelet / redis = {:.2}",
-        ours.value_at_quantile(0.5) as f64 / theirs.value_at_quantile(0.5) as f64
+        "p50 cachelet / redis, TCP = {:.2}",
+        p50(&ours) / p50(&theirs)
     );
+    if over_unix.is_some() {
+        println!(
+            "p50 cachelet / redis, Unix socket = {:.2}",
+            p50(&ours_unix) / p50(&theirs_unix)
+        );
+    }
     println!(
         "p50 embedded node (direct call) / redis = {:.3}",
         inside.value_at_quantile(0.5) as f64 / theirs.value_at_quantile(0.5) as f64
@@ -217,6 +262,14 @@ impl Cluster {
         match self {
             Self::Processes(c) => c.addrs(),
             Self::InProcess(c) => c.addrs(),
+        }
+    }
+
+    /// The nodes' Unix domain sockets, when they are processes.
+    fn sockets(&self) -> Option<Vec<String>> {
+        match self {
+            Self::Processes(c) => Some(c.sockets()),
+            Self::InProcess(_) => None,
         }
     }
 

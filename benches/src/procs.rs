@@ -133,6 +133,8 @@ pub struct Node {
     name: String,
     ip: IpAddr,
     addr: Option<String>,
+    /// A Unix domain socket it listens on as well, if any.
+    unix: Option<std::path::PathBuf>,
     child: Option<Child>,
     stopped: bool,
     log: Arc<Mutex<VecDeque<String>>>,
@@ -145,10 +147,18 @@ impl Node {
             name: name.into(),
             ip,
             addr: None,
+            unix: None,
             child: None,
             stopped: false,
             log: Arc::default(),
         }
+    }
+
+    /// Listens on the Unix domain socket `path` as well as on TCP.
+    #[must_use]
+    pub fn with_unix(mut self, path: std::path::PathBuf) -> Self {
+        self.unix = Some(path);
+        self
     }
 
     /// Its name in reports.
@@ -236,6 +246,9 @@ impl Node {
             &config.store,
         ])
         .args(&config.extra_args);
+        if let Some(path) = &self.unix {
+            cmd.arg("--listen").arg(format!("unix:{}", path.display()));
+        }
         if !peers.is_empty() {
             cmd.arg("--peers").arg(peers.join(","));
         }
@@ -401,10 +414,12 @@ impl ProcessCluster {
             extra_args,
             env: store.env,
         };
-        // All on 127.0.0.1 (ports of their own), which the test certificates name.
+        // All on 127.0.0.1 (ports of their own), which the test certificates name, and each
+        // on a Unix domain socket too.
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
-            let mut node = Node::new(format!("n{i}"), IpAddr::V4(Ipv4Addr::LOCALHOST));
+            let mut node = Node::new(format!("n{i}"), IpAddr::V4(Ipv4Addr::LOCALHOST))
+                .with_unix(dir.path().join(format!("n{i}.sock")));
             node.start(&config, &[]).await?;
             nodes.push(node);
         }
@@ -429,6 +444,15 @@ impl ProcessCluster {
     /// The members' addresses.
     pub fn addrs(&self) -> Vec<String> {
         self.addrs.clone()
+    }
+
+    /// The members' Unix domain sockets, as `unix:PATH` entries of a client's node list.
+    pub fn sockets(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.unix.as_ref())
+            .map(|path| format!("unix:{}", path.display()))
+            .collect()
     }
 
     /// How the nodes run, for reports.

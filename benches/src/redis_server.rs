@@ -1,4 +1,4 @@
-//! A `redis-server` process on a free loopback port, for baselines.
+//! A `redis-server` process on a free loopback port, and a Unix domain socket, for baselines.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Child,
     port: u16,
+    /// Holds the Unix domain socket.
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -55,15 +57,20 @@ impl RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("redis.sock");
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .args(["--unixsocketperm", "700"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--maxmemory", &maxmemory.to_string()])
             .args(["--maxmemory-policy", "allkeys-lru"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let mut server = Self { child, port };
+        let mut server = Self { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = server.child.try_wait()? {
@@ -115,6 +122,24 @@ impl RedisServer {
     /// The server's URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The URL of the server's Unix domain socket.
+    pub fn unix_url(&self) -> String {
+        format!(
+            "redis+unix://{}",
+            self.dir.path().join("redis.sock").display()
+        )
+    }
+
+    /// A multiplexed connection over the Unix domain socket.
+    ///
+    /// # Errors
+    /// When the server cannot be reached.
+    pub async fn connect_unix(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.unix_url())?
+            .get_multiplexed_async_connection()
+            .await
     }
 
     /// A multiplexed connection (one TCP connection shared by concurrent requests).

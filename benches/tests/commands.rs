@@ -51,7 +51,10 @@ fn ping_compares_cache_server_processes_with_redis() {
     RedisServer::require_for_test();
     let out = ping_binary(&[]);
     assert!(out.contains("2 cache-server processes"), "{out}");
-    assert!(out.contains("p50 cachelet / redis"), "{out}");
+    assert!(out.contains("p50 cachelet / redis, TCP"), "{out}");
+    assert!(out.contains("p50 cachelet / redis, Unix socket"), "{out}");
+    assert!(out.contains("home hit, Unix socket"), "{out}");
+    assert!(out.contains("redis-server (Unix socket)"), "{out}");
     assert!(out.contains("embedded node, direct call"), "{out}");
 }
 
@@ -61,6 +64,7 @@ fn ping_runs_processes_with_tls_and_tokens() {
     RedisServer::require_for_test();
     let out = ping_binary(&["--security", "tls"]);
     assert!(out.contains("2 cache-server processes"), "{out}");
+    assert!(out.contains("home hit, Unix socket"), "{out}");
 }
 
 /// `--in-process` keeps the embedded cluster.
