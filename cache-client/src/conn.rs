@@ -3,12 +3,13 @@
 //!
 //! # Tasks of one pipe
 //! ```text
-//!  callers ──op + reply slot──▶ writer task ──Batch (every op that is ready)──▶ node
+//!  callers ──op + reply slot──▶ request body (polled by the transport) ──Batch (every op that is ready)──▶ node
 //!                                  │ registers reply slots by op id
-//!  callers ◀──reply── reader task ◀──BatchReply──────────────────────────────── node
+//!  callers ◀──reply── reader task ◀──BatchReply──────────────────────────────────────────────────── node
 //! ```
-//! Reading and writing are separate tasks so that a full send window never stops replies
-//! from being read. When the stream breaks, every op waiting on it fails `Unavailable`, and the
+//! The request body takes ops straight from the callers' queue when the transport asks for
+//! the next message, so no task sits between a caller and the connection. Replies are read
+//! by a task of their own, so that a full send window never stops replies from being read. When the stream breaks, every op waiting on it fails `Unavailable`, and the
 //! next call opens a new stream.
 
 use std::collections::HashMap;
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use cache_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -284,12 +284,20 @@ impl NodeConn {
     }
 
     async fn open(&self) -> Result<Pipe> {
-        let (batch_tx, batch_rx) = mpsc::channel::<pb::Batch>(16);
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let (tx, rx) = mpsc::channel::<Pending>(QUEUE);
+        let timeout_ms = u32::try_from(self.config.op_timeout.as_millis()).unwrap_or(u32::MAX);
+        let requests = outbound(
+            rx,
+            Arc::clone(&waiting),
+            self.config.app.clone(),
+            timeout_ms,
+        );
         let mut client = pb::data_client::DataClient::new(self.channel.clone())
             .max_decoding_message_size(self.config.max_message_bytes)
             .max_encoding_message_size(self.config.max_message_bytes);
         let response = client
-            .pipe(ReceiverStream::new(batch_rx))
+            .pipe(requests)
             .await
             .map_err(|status| match status.code() {
                 // Credentials refused: retrying or trying another node cannot help.
@@ -300,9 +308,7 @@ impl NodeConn {
             })?;
         self.mark_up();
         let mut inbound = response.into_inner();
-        let waiting = Arc::new(Mutex::new(Waiting::default()));
         let closed = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel::<Pending>(QUEUE);
 
         let reader_waiting = Arc::clone(&waiting);
         let reader_closed = Arc::clone(&closed);
@@ -325,18 +331,6 @@ impl NodeConn {
             tracing::debug!(reason = %why, "pipe ended");
             fail_all(&reader_waiting, &reader_closed, why);
         });
-
-        let writer_waiting = Arc::clone(&waiting);
-        let app = self.config.app.clone();
-        let timeout_ms = u32::try_from(self.config.op_timeout.as_millis()).unwrap_or(u32::MAX);
-        tokio::spawn(writer(
-            rx,
-            batch_tx,
-            writer_waiting,
-            Arc::clone(&closed),
-            app,
-            timeout_ms,
-        ));
         Ok(Pipe { tx, closed })
     }
 }
@@ -403,51 +397,48 @@ fn unix_connector(
     })
 }
 
-/// Takes every op that is ready, up to the batch limits, and sends them as one `Batch`.
-async fn writer(
+/// The request side of a pipe: each time the transport asks for the next message, every op
+/// that is ready, up to the batch limits, as one `Batch`. The transport polls it in its own
+/// task, so a caller's op goes from its queue straight onto the connection, with no task in
+/// between. It ends when every caller's sender is gone.
+fn outbound(
     mut rx: mpsc::Receiver<Pending>,
-    batch_tx: mpsc::Sender<pb::Batch>,
     waiting: Arc<Mutex<Waiting>>,
-    closed: Arc<AtomicBool>,
     app: String,
     timeout_ms: u32,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut ops = Vec::with_capacity(16);
-        let mut bytes = 0usize;
-        let mut next = Some(first);
-        {
-            let mut w = lock(&waiting);
-            while let Some(Pending { op, reply }) = next.take() {
-                if w.closed {
-                    let _ = reply.send(Err(Error::Unavailable("stream closed".into())));
-                } else {
-                    if let Some(pb::op::Kind::Put(p)) = &op.kind {
-                        bytes += p.value.len();
+) -> impl futures::Stream<Item = pb::Batch> + Send + 'static {
+    futures::stream::poll_fn(move |cx| {
+        loop {
+            let Some(first) = std::task::ready!(rx.poll_recv(cx)) else {
+                return std::task::Poll::Ready(None);
+            };
+            let mut ops = Vec::with_capacity(16);
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            {
+                let mut w = lock(&waiting);
+                while let Some(Pending { op, reply }) = next.take() {
+                    if w.closed {
+                        let _ = reply.send(Err(Error::Unavailable("stream closed".into())));
+                    } else {
+                        if let Some(pb::op::Kind::Put(p)) = &op.kind {
+                            bytes += p.value.len();
+                        }
+                        w.slots.insert(op.id, reply);
+                        ops.push(op);
                     }
-                    w.slots.insert(op.id, reply);
-                    ops.push(op);
-                }
-                if ops.len() < BATCH_OPS && bytes < BATCH_BYTES {
-                    next = rx.try_recv().ok();
+                    if ops.len() < BATCH_OPS && bytes < BATCH_BYTES {
+                        next = rx.try_recv().ok();
+                    }
                 }
             }
+            if !ops.is_empty() {
+                return std::task::Poll::Ready(Some(pb::Batch {
+                    app: app.clone(),
+                    timeout_ms,
+                    ops,
+                }));
+            }
         }
-        if ops.is_empty() {
-            continue;
-        }
-        let batch = pb::Batch {
-            app: app.clone(),
-            timeout_ms,
-            ops,
-        };
-        if batch_tx.send(batch).await.is_err() {
-            fail_all(
-                &waiting,
-                &closed,
-                Error::Unavailable("stream closed".into()),
-            );
-            return;
-        }
-    }
+    })
 }

@@ -2,13 +2,15 @@
 //!
 //! # Tasks of one `Pipe` stream
 //! ```text
-//!  client ──Batch──▶ reader task ──hit / error──────────────────────────┐
-//!                       │  (stops reading while max_inflight ops        ▼
-//!                       │   are in progress: backpressure)         reply channel ──▶ coalescer ──BatchReply──▶ client
+//!  client ──Batch──▶ reader ──hit / error────────────────────────────────┐
+//!                       │  (starts at most max_inflight ops at once,     ▼
+//!                       │   queues a bounded number more)           reply channel ──▶ coalescer ──BatchReply──▶ client
 //!                       └─miss / put / delete──▶ one task per op ───────▲   (all ready replies, up to 1 MiB, in one message)
 //! ```
-//! A hit is answered inline by the reader, so the common case spawns nothing. On shutdown the
-//! reader stops taking ops, the ops in progress finish, and the reply stream ends.
+//! The reader and the coalescer are one stream, the reply body, polled by the transport's
+//! task for this stream. A hit is answered inline by the reader, so the common case spawns
+//! nothing and wakes no other task. On shutdown the reader stops taking ops, the ops in
+//! progress finish, and the reply stream ends.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -509,7 +511,7 @@ impl pb::data_server::Data for DataService {
         // refuses ops beyond this queue instead.
         let max_queued = max_inflight.saturating_mul(QUEUED_PER_SLOT);
         let max_queued_bytes = crate::budget::stream_cap(node.limits().max_value_bytes);
-        tokio::spawn(async move {
+        let reader = async move {
             let mut queued: VecDeque<Queued> = VecDeque::new();
             // Value bytes of the queued puts: past the stream's cap, the reader waits.
             let mut queued_bytes = 0u64;
@@ -599,9 +601,12 @@ impl pb::data_server::Data for DataService {
             if let Some(status) = end {
                 let _ = end_tx.send(status);
             }
-        });
+        };
+        // The reader runs inside the reply stream, in the task that the transport polls it
+        // from: a hit read from the connection is answered without waking another task.
+        let reader = futures::stream::once(reader).filter_map(|()| async { None });
         Ok(Response::new(Box::pin(streams::then_end(
-            coalesce(rx),
+            futures::stream::select(reader, coalesce(rx)),
             end_rx,
         ))))
     }
