@@ -30,8 +30,12 @@ use crate::error::{Error, Result};
 const BATCH_OPS: usize = 1024;
 /// A batch sent on the stream is closed once it carries this many value bytes.
 const BATCH_BYTES: usize = 1 << 20;
-/// Ops queued for the writer before callers wait (backpressure).
+/// Ops queued for the stream before callers wait (backpressure).
 const QUEUE: usize = 4096;
+/// The HTTP/2 receive window of the connection to a node, in bytes.
+const CONNECTION_WINDOW: u32 = 4 << 20;
+/// The HTTP/2 receive window of each stream to a node, in bytes.
+const STREAM_WINDOW: u32 = 1 << 20;
 
 type ReplySlot = oneshot::Sender<Result<pb::Reply>>;
 
@@ -163,10 +167,14 @@ impl NodeConn {
                 .tls_config(tls.clone())
                 .map_err(|e| Error::Config(format!("TLS to {addr:?}: {e}")))?;
         }
+        // Fixed receive windows, as large as the node's: replies start at full speed, and no
+        // window probes (BDP pings) travel with small messages. Adaptive windows cost about
+        // 6% of hit throughput here (see the README's "Measuring").
         let endpoint = endpoint
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
-            .http2_adaptive_window(true);
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW));
         // A member on this host may be reached over its Unix socket. The URI still names the
         // member, so TLS checks the same name as over TCP.
         let channel = match config.sockets.get(addr) {
