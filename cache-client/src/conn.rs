@@ -50,8 +50,7 @@ struct Waiting {
     closed: bool,
 }
 
-/// A live `Pipe` stream to one node.
-#[derive(Clone)]
+/// A live `Pipe` stream to one node, shared by its callers.
 struct Pipe {
     tx: mpsc::Sender<Pending>,
     /// Set when the stream ended; the same fact as `Waiting::closed`, readable without a lock.
@@ -144,7 +143,7 @@ pub(crate) struct NodeConn {
     channel: Transport,
     config: Arc<ConnConfig>,
     /// The open pipe, read on every call.
-    pipe: std::sync::RwLock<Option<Pipe>>,
+    pipe: std::sync::RwLock<Option<Arc<Pipe>>>,
     /// Set while the node is believed down: lets the common case skip the `health` lock.
     down: AtomicBool,
     /// Held while a pipe is being opened, so that only one caller opens it.
@@ -245,9 +244,13 @@ impl NodeConn {
         timeout: Duration,
     ) -> Result<pb::Reply> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let pipe = tokio::time::timeout_at(deadline, self.pipe())
-            .await
-            .map_err(|_| Error::Timeout(timeout))??;
+        // The common case, an open pipe, arms no timer.
+        let pipe = match self.open_pipe() {
+            Some(pipe) => pipe,
+            None => tokio::time::timeout_at(deadline, self.pipe())
+                .await
+                .map_err(|_| Error::Timeout(timeout))??,
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.config.ops_sent.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
@@ -271,13 +274,13 @@ impl NodeConn {
         .map_err(|_| Error::Timeout(timeout))?
     }
 
-    fn open_pipe(&self) -> Option<Pipe> {
+    fn open_pipe(&self) -> Option<Arc<Pipe>> {
         let slot = self.pipe.read().unwrap_or_else(|e| e.into_inner());
         slot.as_ref().filter(|p| p.is_open()).cloned()
     }
 
     /// The open pipe, or a new one.
-    async fn pipe(&self) -> Result<Pipe> {
+    async fn pipe(&self) -> Result<Arc<Pipe>> {
         if let Some(pipe) = self.open_pipe() {
             return Ok(pipe);
         }
@@ -287,11 +290,11 @@ impl NodeConn {
             return Ok(pipe);
         }
         let pipe = self.open().await?;
-        *self.pipe.write().unwrap_or_else(|e| e.into_inner()) = Some(pipe.clone());
+        *self.pipe.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&pipe));
         Ok(pipe)
     }
 
-    async fn open(&self) -> Result<Pipe> {
+    async fn open(&self) -> Result<Arc<Pipe>> {
         let waiting = Arc::new(Mutex::new(Waiting::default()));
         let (tx, rx) = mpsc::channel::<Pending>(QUEUE);
         let timeout_ms = u32::try_from(self.config.op_timeout.as_millis()).unwrap_or(u32::MAX);
@@ -339,7 +342,7 @@ impl NodeConn {
             tracing::debug!(reason = %why, "pipe ended");
             fail_all(&reader_waiting, &reader_closed, why);
         });
-        Ok(Pipe { tx, closed })
+        Ok(Arc::new(Pipe { tx, closed }))
     }
 }
 
