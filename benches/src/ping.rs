@@ -1,7 +1,8 @@
 //! `cache-bench ping`: one request at a time, the latency of a get that hits the home node
 //! over TCP and over its Unix domain socket, and of one that a node embedded in this process
 //! answers by a direct call, against a GET from `redis-server` over TCP and over its Unix
-//! domain socket, in alternating rounds of one run.
+//! domain socket, in alternating rounds of one run. Without credentials it also times the
+//! floor of the transport: a unary gRPC call that does no work on the node (`Members`).
 
 use std::time::{Duration, Instant};
 
@@ -125,6 +126,19 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
     let redis = RedisServer::start(1 << 30).await?;
     let mut con = redis.connect().await?;
     let mut con_unix = redis.connect_unix().await?;
+    // The transport's floor: a unary call the node answers from memory, on a channel of its
+    // own (plaintext only: the channel carries no credentials).
+    let mut floor_admin = match args.security {
+        SecurityMode::Plain => {
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.addrs()[0]))?
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await?;
+            Some(cache_proto::v1::admin_client::AdminClient::new(channel))
+        }
+        _ => None,
+    };
     for k in 0..args.keys {
         client.put(&key_name(k), value.clone()).await?;
         direct.put(&key_name(k), value.clone()).await?;
@@ -135,7 +149,7 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
             .await?;
     }
     let (mut ours, mut theirs, mut inside) = (hist(), hist(), hist());
-    let (mut ours_unix, mut theirs_unix) = (hist(), hist());
+    let (mut ours_unix, mut theirs_unix, mut floor) = (hist(), hist(), hist());
     let mut rng = StdRng::seed_from_u64(1);
     for _ in 0..args.rounds {
         let mut pick = || key_name(rng.random_range(0..args.keys));
@@ -157,6 +171,16 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
                 Ok(over_unix.get(key).await?)
             })
             .await?;
+        }
+        if let Some(admin) = &mut floor_admin {
+            for _ in 0..args.gets {
+                let t = Instant::now();
+                admin
+                    .members(cache_proto::v1::MembersRequest {})
+                    .await
+                    .map_err(|s| anyhow::anyhow!("Members: {s}"))?;
+                floor.record(ns(t))?;
+            }
         }
         timed_gets(
             &mut theirs_unix,
@@ -182,6 +206,9 @@ pub async fn run(args: PingArgs) -> anyhow::Result<()> {
     let mut rows = vec![("cachelet (home hit, TCP)", &ours)];
     if over_unix.is_some() {
         rows.push(("cachelet (home hit, Unix socket)", &ours_unix));
+    }
+    if floor_admin.is_some() {
+        rows.push(("gRPC floor (unary Members, TCP)", &floor));
     }
     rows.extend([
         ("cachelet (embedded node, direct call)", &inside),

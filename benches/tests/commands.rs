@@ -55,6 +55,7 @@ fn ping_compares_cache_server_processes_with_redis() {
     assert!(out.contains("p50 cachelet / redis, Unix socket"), "{out}");
     assert!(out.contains("home hit, Unix socket"), "{out}");
     assert!(out.contains("redis-server (Unix socket)"), "{out}");
+    assert!(out.contains("gRPC floor (unary Members, TCP)"), "{out}");
     assert!(out.contains("embedded node, direct call"), "{out}");
 }
 
@@ -65,6 +66,7 @@ fn ping_runs_processes_with_tls_and_tokens() {
     let out = ping_binary(&["--security", "tls"]);
     assert!(out.contains("2 cache-server processes"), "{out}");
     assert!(out.contains("home hit, Unix socket"), "{out}");
+    assert!(!out.contains("gRPC floor"), "the floor's channel has no credentials: {out}");
 }
 
 /// `--in-process` keeps the embedded cluster.
