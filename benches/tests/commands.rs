@@ -66,7 +66,10 @@ fn ping_runs_processes_with_tls_and_tokens() {
     let out = ping_binary(&["--security", "tls"]);
     assert!(out.contains("2 cache-server processes"), "{out}");
     assert!(out.contains("home hit, Unix socket"), "{out}");
-    assert!(!out.contains("gRPC floor"), "the floor's channel has no credentials: {out}");
+    assert!(
+        !out.contains("gRPC floor"),
+        "the floor's channel has no credentials: {out}"
+    );
 }
 
 /// `--in-process` keeps the embedded cluster.

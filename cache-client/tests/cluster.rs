@@ -626,3 +626,46 @@ async fn a_store_call_that_never_ends_is_abandoned_at_the_limit() {
         cluster.shutdown().await;
     }
 }
+
+/// A node embedded through the library serves a Unix domain socket beside its TCP listener,
+/// and a client whose node list names the socket reaches it there. The node advertises a TCP
+/// address nothing listens on, so every call that succeeds went over the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_node_serves_a_unix_socket_beside_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.sock");
+    let unreachable = "127.0.0.1:1";
+    let listeners = cache_server::Listeners {
+        tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        unix: Some(tokio::net::UnixListener::bind(&path).unwrap()),
+    };
+    let node = cache_server::CacheNode::builder()
+        .app(APP)
+        .store(open_store("memory:///").unwrap())
+        .members([unreachable])
+        .advertise(unreachable)
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn({
+        let node = node.clone();
+        async move {
+            node.serve(listeners, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    let cache = CacheClient::builder()
+        .app(APP)
+        .nodes([format!("unix:{}", path.display())])
+        .timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(cache.membership().members(), [unreachable]);
+    cache.put("k", "v").await.unwrap();
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    drop(stop);
+    serving.await.unwrap().unwrap();
+}

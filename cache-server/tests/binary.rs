@@ -255,6 +255,16 @@ async fn a_sidecar_is_reached_over_its_unix_socket() {
 
     server.terminate();
     assert!(!socket.exists(), "the socket file is removed on exit");
+    // A socket nobody serves is a clear error when the client is built.
+    let Err(e) = CacheClient::builder()
+        .app("uds")
+        .nodes([listen.clone()])
+        .build()
+        .await
+    else {
+        panic!("a client was built on a socket nobody serves")
+    };
+    assert!(e.to_string().contains(&listen), "{e}");
 }
 
 #[test]
