@@ -9,8 +9,9 @@
 //! ```
 //! The request body takes ops straight from the callers' queue when the transport asks for
 //! the next message, so no task sits between a caller and the connection. Replies are read
-//! by a task of their own, so that a full send window never stops replies from being read. When the stream breaks, every op waiting on it fails `Unavailable`, and the
-//! next call opens a new stream.
+//! by a task of their own, so that a full send window never stops replies from being read.
+//! When the stream breaks, every op waiting on it fails `Unavailable`, and the next call
+//! opens a new stream.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -7,9 +7,10 @@
 //!   nodes' invalidations to it; [`LocalAdmission`] says what it keeps.
 //! - `leases`: read leases held from each node ([`cache_core::lease::Holder`]) and the task
 //!   that keeps a node's `Leases` stream: invalidations drop the copy, then are acknowledged.
-//! - `conn`: one node's HTTP/2 channel (TLS and the bearer token, when set) and its
-//!   long-lived `Pipe` stream, with a writer task
-//!   that puts every ready op into one message and a reader task that matches replies to ops.
+//! - `conn`: one node's HTTP/2 channel (over TCP, or the node's Unix domain socket for a
+//!   `unix:PATH` entry; TLS and the bearer token, when set) and its long-lived `Pipe` stream,
+//!   whose request body puts every ready op into one message and whose reader task matches
+//!   replies to ops.
 //! - [`error`]: the typed [`Error`], rebuilt from the nodes' gRPC statuses.
 //! - [`cli`]: the `cachectl` command line.
 //!
