@@ -24,7 +24,8 @@
 //!   `Pipe` ends with after a message too large, malformed, for another app, or with too
 //!   many ops.
 //! - [`serve`](mod@serve): [`CacheNode::serve`] on a bound listener with a shutdown future.
-//! - [`connections`]: bounds on connections: the accept loop with its cap below the fd
+//! - [`connections`]: [`Listeners`] (the TCP listener, and a Unix domain socket for clients
+//!   on the same host), and bounds on connections: the accept loop with its cap below the fd
 //!   limit, [`connections::IdleIo`] (idle and preface deadlines), and the HTTP/2 settings.
 //! - [`security`]: TLS ([`security::TlsConfig`]), credentials and roles on every call (an
 //!   interceptor finds the caller, each handler authorizes it with [`cache_core::auth`]),
