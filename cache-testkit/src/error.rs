@@ -28,6 +28,9 @@ pub enum Error {
     /// The moto S3 emulator is missing, did not start, or refused a request.
     #[error("moto: {0}")]
     Moto(String),
+    /// Azurite or its Python client is missing, did not start, or failed a request.
+    #[error("azurite: {0}")]
+    Azurite(String),
     /// A value tag is not what a conversion needs (for example, not a decimal id).
     #[error("value tag {tag:?} is not a decimal id")]
     ValueTag {

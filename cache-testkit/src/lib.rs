@@ -11,6 +11,9 @@
 //!   (which linearizability cannot express).
 //! - [`moto`]: the moto S3 emulator as a child process ([`moto::Moto`]), which the S3 tests and
 //!   `cache-bench check` start, stop, freeze and restart.
+//! - [`azurite`]: the Azurite blob service as a child process ([`azurite::Azurite`]), and
+//!   Microsoft's Python client to make containers and to write and read blobs behind the
+//!   cache's back, for the tests of the `az://` store.
 //! - [`certs`]: test certificates made at run time ([`certs::TestPki`]): a CA, a node
 //!   certificate for `127.0.0.1` and `localhost`, a client certificate, and a CA nobody
 //!   trusts, written to a temporary directory.
@@ -23,6 +26,7 @@
 //! linearization, and labels and shrinks what fails → [`linear::Report`]. For bounded
 //! staleness, [`staleness::events_from_history`] → [`staleness::check`] instead.
 
+pub mod azurite;
 pub mod certs;
 pub mod error;
 pub mod history;
