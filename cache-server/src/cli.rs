@@ -252,10 +252,6 @@ where
     let (tcp, unix_path) = args.listeners()?;
     let listener = tokio::net::TcpListener::bind(tcp).await?;
     let local = listener.local_addr()?.to_string();
-    let unix = match &unix_path {
-        Some(path) => Some(bind_unix(path).await?),
-        None => None,
-    };
     let advertise = args.advertise.clone().unwrap_or(local);
     let members = if args.peers.is_empty() {
         vec![advertise.clone()]
@@ -289,6 +285,11 @@ where
         None => node,
     }
     .build()?;
+    // Bound last, so that nothing fails between binding the socket and removing it on exit.
+    let unix = match &unix_path {
+        Some(path) => Some(bind_unix(path).await?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = args.metrics.map(|addr| {
         let node = node.clone();
