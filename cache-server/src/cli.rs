@@ -115,6 +115,11 @@ pub struct Args {
     /// A file holding the `peer` token this node sends on its calls to other nodes.
     #[arg(long)]
     pub peer_token_file: Option<PathBuf>,
+    /// Worker threads of the node's runtime (default: one per CPU). Fewer threads answer a
+    /// single get sooner and serve fewer gets a second under load (see the README); a
+    /// sidecar under a CPU limit should match it.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
     /// Serve without credentials on a non-loopback address. Anyone who can reach it can then
     /// read, write and take over the cache.
     #[arg(long)]
@@ -237,6 +242,18 @@ pub fn secure(args: &Args, builder: CacheNodeBuilder) -> anyhow::Result<CacheNod
         builder = builder.peer_token(crate::security::read_token_file(path)?);
     }
     Ok(builder)
+}
+
+/// The runtime `args` ask for: multi-threaded, with `--threads` workers when given.
+///
+/// # Errors
+/// When the runtime cannot be built.
+pub fn runtime(args: &Args) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        builder.worker_threads(usize::from(n));
+    }
+    builder.enable_all().build()
 }
 
 /// Runs a node as `args` say until `shutdown` completes.

@@ -9,12 +9,13 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = cache_server::cli::Args::parse();
-    cache_server::cli::run(args, cache_server::cli::shutdown_signal()).await
+    cache_server::cli::runtime(&args)?.block_on(async {
+        cache_server::cli::run(args, cache_server::cli::shutdown_signal()).await
+    })
 }

@@ -215,6 +215,9 @@ async fn a_sidecar_is_reached_over_its_unix_socket() {
         &listen,
         "--advertise",
         unreachable,
+        // A sidecar under a CPU limit of one.
+        "--threads",
+        "1",
     ];
     let server = common::Server::spawn(&args, &[]);
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
@@ -268,7 +271,7 @@ async fn a_sidecar_is_reached_over_its_unix_socket() {
 }
 
 #[test]
-fn a_listen_flag_is_an_address_or_a_socket() {
+fn listen_and_threads_flags_are_checked() {
     for (listen, expected) in [
         ("unix:", "needs a path"),
         ("localhost", "neither HOST:PORT nor unix:PATH"),
@@ -281,6 +284,13 @@ fn a_listen_flag_is_an_address_or_a_socket() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{listen}: {err}");
     }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cache-server"))
+        .args(["--app", "a", "--store", "memory:///", "--threads", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--threads"), "{err}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cache-server"))
         .args(["--app", "a", "--store", "memory:///"])
         .args(["--listen", "127.0.0.1:0", "--listen", "127.0.0.2:0"])
