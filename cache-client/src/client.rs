@@ -1223,7 +1223,7 @@ impl CacheClient {
     }
 
     /// One attempt on the member at `addr`: a direct call when it is the embedded node, else
-    /// over `conn`.
+    /// over `conn`, where a node that cannot be reached is marked down.
     async fn call_member<F>(
         &self,
         addr: &str,
@@ -1236,50 +1236,31 @@ impl CacheClient {
     where
         F: Fn(bool) -> pb::op::Kind,
     {
-        let Some(node) = self
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(Error::Timeout(self.inner.timeout));
+        }
+        let embedded = self
             .inner
             .embedded
             .as_ref()
-            .filter(|n| n.member_addr() == Some(addr))
-        else {
-            return self.call_node(conn, fallback, op, epoch, deadline).await;
+            .filter(|n| n.member_addr() == Some(addr));
+        let reply = match embedded {
+            Some(node) => {
+                self.inner
+                    .counters
+                    .direct_calls
+                    .fetch_add(1, Ordering::Relaxed);
+                let op = pb::Op {
+                    id: 0,
+                    kind: Some(op(fallback)),
+                    epoch,
+                };
+                Ok(node.call(&self.inner.app, op, remaining).await)
+            }
+            None => conn.call(op(fallback), epoch, remaining).await,
         };
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if remaining.is_zero() {
-            return Err(Error::Timeout(self.inner.timeout));
-        }
-        self.inner
-            .counters
-            .direct_calls
-            .fetch_add(1, Ordering::Relaxed);
-        let op = pb::Op {
-            id: 0,
-            kind: Some(op(fallback)),
-            epoch,
-        };
-        match node.call(&self.inner.app, op, remaining).await.result {
-            Some(result) => Ok(result),
-            None => Err(Error::Internal("a reply without a result".into())),
-        }
-    }
-
-    /// One attempt on one node; a node that cannot be reached is marked down.
-    async fn call_node<F>(
-        &self,
-        conn: &NodeConn,
-        fallback: bool,
-        op: &F,
-        epoch: u64,
-        deadline: tokio::time::Instant,
-    ) -> Result<pb::reply::Result>
-    where
-        F: Fn(bool) -> pb::op::Kind,
-    {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if remaining.is_zero() {
-            return Err(Error::Timeout(self.inner.timeout));
-        }
-        match conn.call(op(fallback), epoch, remaining).await {
+        match reply {
             Ok(pb::Reply {
                 result: Some(result),
                 ..

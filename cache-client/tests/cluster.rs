@@ -646,16 +646,7 @@ async fn an_embedded_node_serves_a_unix_socket_beside_tcp() {
         .advertise(unreachable)
         .build()
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn({
-        let node = node.clone();
-        async move {
-            node.serve(listeners, async {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
+    let mut serving = cache_server::cluster::LocalNode::serve(node, listeners).unwrap();
     let cache = CacheClient::builder()
         .app(APP)
         .nodes([format!("unix:{}", path.display())])
@@ -666,6 +657,5 @@ async fn an_embedded_node_serves_a_unix_socket_beside_tcp() {
     assert_eq!(cache.membership().members(), [unreachable]);
     cache.put("k", "v").await.unwrap();
     assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
-    drop(stop);
-    serving.await.unwrap().unwrap();
+    serving.stop().await.unwrap();
 }

@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::connections::Listeners;
 use crate::node::{CacheNode, CacheNodeBuilder};
 
 /// One node of a [`LocalCluster`].
@@ -21,9 +22,58 @@ pub struct LocalNode {
 }
 
 impl LocalNode {
+    /// Serves `node` on `listeners` in a task of its own, until [`LocalNode::stop`].
+    pub fn serve(node: CacheNode, listeners: impl Into<Listeners>) -> crate::Result<Self> {
+        let listeners = listeners.into();
+        let addr = match node.addr() {
+            Some(addr) => addr.to_owned(),
+            None => listeners.tcp.local_addr()?.to_string(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = node.clone();
+        let task = tokio::spawn(async move {
+            serving
+                .serve(listeners, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Self {
+            addr,
+            node,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
     /// Whether the node is still serving.
     pub fn is_running(&self) -> bool {
         self.stop.is_some()
+    }
+
+    /// Stops the node gracefully and waits until it has stopped: a node that is no longer a
+    /// member drains first (`drain_timeout`), then requests in progress finish
+    /// (`shutdown_grace`). Gives up after 60 s.
+    ///
+    /// # Errors
+    /// The error the node stopped with, or `Io` when it did not stop in time or its task
+    /// panicked.
+    pub async fn stop(&mut self) -> crate::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(Duration::from_secs(60), task).await {
+            Ok(Ok(served)) => served,
+            Ok(Err(e)) => Err(std::io::Error::other(format!("node task failed: {e}")).into()),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{} did not stop within 60 s", self.addr),
+            )
+            .into()),
+        }
     }
 }
 
@@ -57,24 +107,6 @@ async fn wait_ready(node: &CacheNode) {
     }
 }
 
-fn spawn(listener: TcpListener, addr: String, node: CacheNode) -> LocalNode {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let serving = node.clone();
-    let task = tokio::spawn(async move {
-        serving
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    LocalNode {
-        addr,
-        node,
-        stop: Some(stop),
-        task: Some(task),
-    }
-}
-
 impl LocalCluster {
     /// Binds `n` listeners, builds a node on each with `configure` (which must at least set
     /// the app and the store; members and addresses are filled in), and serves them.
@@ -99,7 +131,7 @@ impl LocalCluster {
                 .members(addrs.clone())
                 .advertise(addr.clone())
                 .build()?;
-            nodes.push(spawn(listener, addr.clone(), node));
+            nodes.push(LocalNode::serve(node, listener)?);
         }
         for node in &nodes {
             wait_ready(&node.node).await;
@@ -143,7 +175,7 @@ impl LocalCluster {
             .members(members)
             .advertise(addr.clone())
             .build()?;
-        self.nodes.push(spawn(listener, addr.clone(), node.clone()));
+        self.nodes.push(LocalNode::serve(node.clone(), listener)?);
         wait_ready(&node).await;
         Ok(addr)
     }
@@ -183,16 +215,8 @@ impl LocalCluster {
     /// If `i` is out of range.
     pub async fn stop_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        if let Some(stop) = node.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = node.task.take() {
-            match tokio::time::timeout(Duration::from_secs(60), task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "node stopped with an error"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "node task failed"),
-                Err(_) => tracing::warn!(addr = %node.addr, "node did not stop within 60 s"),
-            }
+        if let Err(e) = node.stop().await {
+            tracing::warn!(addr = %node.addr, error = %e, "node stopped with an error");
         }
     }
 

@@ -63,14 +63,7 @@ async fn a_node_reads_and_writes_through_to_azure_blob_storage() {
         Some(("second".into(), newer))
     );
     // Create-only: the empty version means "only if there is none".
-    assert!(matches!(
-        cache.put_if_version("out/result.bin", "again", "").await,
-        Err(Error::VersionMismatch(_))
-    ));
-    cache
-        .put_if_version("out/new.bin", "fresh", "")
-        .await
-        .unwrap();
+    common::check_create_only(&cache, "out/result.bin", "out/new.bin").await;
     assert_eq!(
         azurite.get_blob(CONTAINER, "out/new.bin").unwrap(),
         b"fresh"

@@ -206,6 +206,15 @@ async fn a_sidecar_is_reached_over_its_unix_socket() {
     let socket = dir.path().join("node.sock");
     let listen = format!("unix:{}", socket.display());
     let unreachable = "127.0.0.1:1";
+    // Credentials as the README's sidecar has them: an auth file, and the function's token.
+    let auth = dir.path().join("auth.toml");
+    let (token, admin_token) = ("function-token", "operator-token");
+    let entries = [
+        cache_core::auth::token_entry(token, cache_core::auth::Role::Data, Some("uds")),
+        cache_core::auth::token_entry(admin_token, cache_core::auth::Role::Admin, None),
+    ];
+    std::fs::write(&auth, entries.join("\n")).unwrap();
+    let auth = auth.display().to_string();
     let args = [
         "--app",
         "uds",
@@ -215,6 +224,8 @@ async fn a_sidecar_is_reached_over_its_unix_socket() {
         &listen,
         "--advertise",
         unreachable,
+        "--auth",
+        &auth,
         // A sidecar under a CPU limit of one.
         "--threads",
         "1",
@@ -223,9 +234,21 @@ async fn a_sidecar_is_reached_over_its_unix_socket() {
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the socket is for this user only");
 
+    // The socket asks for credentials as TCP does: without the token, nothing is served.
+    let refused = CacheClient::builder()
+        .app("uds")
+        .nodes([listen.clone()])
+        .build()
+        .await;
+    assert!(
+        matches!(refused, Err(cache_client::Error::Unauthenticated(_))),
+        "{:?}",
+        refused.err()
+    );
     let cache = CacheClient::builder()
         .app("uds")
         .nodes([listen.clone()])
+        .token(token)
         .timeout(std::time::Duration::from_secs(2))
         .build()
         .await
@@ -236,13 +259,22 @@ async fn a_sidecar_is_reached_over_its_unix_socket() {
         cache.get("k").await.unwrap().as_deref(),
         Some(&b"over the socket"[..])
     );
-    let stats = cache.stats().await.unwrap();
+    let admin = CacheClient::builder()
+        .app("uds")
+        .nodes([listen.clone()])
+        .token(admin_token)
+        .build()
+        .await
+        .unwrap();
+    let stats = admin.stats().await.unwrap();
     assert_eq!(stats.nodes.len(), 1);
+    assert_eq!(stats.nodes[0].stats.as_ref().unwrap().puts, 1, "{stats:?}");
 
     // The control: the same node by its advertised TCP address is not reachable.
     let over_tcp = CacheClient::builder()
         .app("uds")
         .nodes([unreachable])
+        .token(token)
         .timeout(std::time::Duration::from_millis(500))
         .build()
         .await
@@ -272,6 +304,38 @@ async fn a_sidecar_is_reached_over_its_unix_socket() {
 
 #[test]
 fn listen_and_threads_flags_are_checked() {
+    // A socket path taken by a regular file is refused; a socket file that nobody serves (a
+    // node that was killed) is replaced.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"data").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cache-server"))
+        .args([
+            "--app",
+            "a",
+            "--store",
+            "memory:///",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--listen")
+        .arg(format!("unix:{}", file.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a socket"), "{err}");
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let listen = format!("unix:{}", stale.display());
+    let server = common::Server::spawn(
+        &["--app", "a", "--store", "memory:///", "--listen", &listen],
+        &[],
+    );
+    assert!(std::os::unix::net::UnixStream::connect(&stale).is_ok());
+    server.terminate();
+
     for (listen, expected) in [
         ("unix:", "needs a path"),
         ("localhost", "neither HOST:PORT nor unix:PATH"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cache_client::CacheClient;
 use cache_proto::v1 as pb;
 use cache_server::CacheNodeBuilder;
-use cache_server::cluster::LocalCluster;
+use cache_server::cluster::{LocalCluster, LocalNode};
 use object_store::memory::InMemory;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -248,16 +248,7 @@ async fn a_restarted_node_waits_out_the_leases_of_its_previous_process() {
         .build()
         .unwrap();
     let started = Instant::now();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn({
-        let node = node.clone();
-        async move {
-            node.serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
+    let mut serving = LocalNode::serve(node.clone(), listener).unwrap();
     node.ready().await;
     let cache = client(&cluster).await;
     timed_put(&cache, "k", "v2").await;
@@ -273,8 +264,7 @@ async fn a_restarted_node_waits_out_the_leases_of_its_previous_process() {
         "only the first lease length waits: {took:?}"
     );
     drop(cache);
-    stop.send(()).unwrap();
-    serving.await.unwrap().unwrap();
+    serving.stop().await.unwrap();
 }
 
 /// Moves a key that a silent holder holds a lease on from its node to an added one, then

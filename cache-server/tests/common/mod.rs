@@ -177,3 +177,14 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Create-only writes (the empty version) against a real store: refused for `existing`,
+/// which the store holds, and accepted for `fresh`, which it does not.
+pub async fn check_create_only(cache: &cache_client::CacheClient, existing: &str, fresh: &str) {
+    let refused = cache.put_if_version(existing, "again", "").await;
+    assert!(
+        matches!(refused, Err(cache_client::Error::VersionMismatch(_))),
+        "a create-only write of {existing} succeeded: {refused:?}"
+    );
+    cache.put_if_version(fresh, "fresh", "").await.unwrap();
+}
