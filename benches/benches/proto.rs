@@ -36,6 +36,7 @@ fn reply() -> pb::BatchReply {
                     value: value.clone(),
                     version: Some(pb::Version {
                         etag: "\"0x8DC1234567890AB\"".into(),
+                        modified_ms: 1_764_000_000_000,
                     }),
                     tier: pb::Tier::Home as i32,
                     hot: false,

@@ -78,8 +78,21 @@ pub struct Fetched {
     pub value: Bytes,
     /// The store's version (ETag) of these bytes.
     pub version: String,
+    /// When these bytes were written, in milliseconds since the Unix epoch: the store's
+    /// last-modified time if the cache read them from the store, the writing node's clock if
+    /// they were written through the cache. `None` when no node knew.
+    pub modified_ms: Option<u64>,
     /// Which tier served it.
     pub tier: Tier,
+}
+
+/// What a write through the cache produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The store's version (ETag) of the written bytes.
+    pub version: String,
+    /// When they were written, as [`Fetched::modified_ms`].
+    pub modified_ms: Option<u64>,
 }
 
 /// Counters of one client, since it was built.
@@ -898,6 +911,7 @@ impl CacheClient {
             return Ok(Some(Fetched {
                 value: copy.value.clone(),
                 version: copy.version.clone(),
+                modified_ms: copy.modified_ms,
                 tier: Tier::Local,
             }));
         }
@@ -909,6 +923,7 @@ impl CacheClient {
             return Ok(Some(Fetched {
                 value: copy.value.clone(),
                 version: copy.version.clone(),
+                modified_ms: copy.modified_ms,
                 tier: Tier::Local,
             }));
         }
@@ -957,6 +972,7 @@ impl CacheClient {
                             Ok(Some(Fetched {
                                 value: copy.value.clone(),
                                 version,
+                                modified_ms: copy.modified_ms,
                                 tier: Tier::Local,
                             }))
                         }
@@ -966,9 +982,14 @@ impl CacheClient {
                     }
                 }
                 pb::reply::Result::Value(v) => {
+                    let (version, modified_ms) = v
+                        .version
+                        .map(|v| (v.etag, (v.modified_ms > 0).then_some(v.modified_ms)))
+                        .unwrap_or_default();
                     let fetched = Fetched {
                         value: v.value,
-                        version: v.version.map(|v| v.etag).unwrap_or_default(),
+                        version,
+                        modified_ms,
                         tier: Tier::from_wire(v.tier),
                     };
                     c.value_replies.fetch_add(1, Ordering::Relaxed);
@@ -983,7 +1004,7 @@ impl CacheClient {
                         tier.offer(
                             key,
                             fetched.value.clone(),
-                            fetched.version.clone(),
+                            (fetched.version.clone(), fetched.modified_ms),
                             v.hot,
                             started,
                         );
@@ -1036,7 +1057,7 @@ impl CacheClient {
     /// [`Error::InvalidKey`], [`Error::ValueTooLarge`], [`Error::Unavailable`] (a write is not
     /// redirected when the home node is down), [`Error::Timeout`].
     pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<String> {
-        self.write(key, value.into(), None).await
+        self.write(key, value.into(), None).await.map(|w| w.version)
     }
 
     /// Writes a blob only if its current version is `expected` (the empty string: only if
@@ -1051,10 +1072,17 @@ impl CacheClient {
         value: impl Into<Bytes>,
         expected: &str,
     ) -> Result<String> {
-        self.write(key, value.into(), Some(expected)).await
+        self.write(key, value.into(), Some(expected))
+            .await
+            .map(|w| w.version)
     }
 
-    async fn write(&self, key: &str, value: Bytes, if_match: Option<&str>) -> Result<String> {
+    /// Writes a blob, unconditionally (`if_match` `None`) or as
+    /// [`CacheClient::put_if_version`], and returns the new version with its write time.
+    ///
+    /// # Errors
+    /// As [`CacheClient::put_if_version`].
+    pub async fn write(&self, key: &str, value: Bytes, if_match: Option<&str>) -> Result<Written> {
         let span = tracing::debug_span!("cache.put", key_len = key.len(), value_len = value.len());
         let result = async {
             validate_key(key).map_err(invalid_key)?;
@@ -1070,11 +1098,18 @@ impl CacheClient {
                 .await?;
             match reply {
                 pb::reply::Result::Written(w) => {
-                    let version = w.version.map(|v| v.etag).unwrap_or_default();
+                    let (version, modified_ms) = w
+                        .version
+                        .map(|v| (v.etag, (v.modified_ms > 0).then_some(v.modified_ms)))
+                        .unwrap_or_default();
                     if let Some(tier) = &self.inner.local {
-                        tier.offer(key, value.clone(), version.clone(), false, started);
+                        let copy = (version.clone(), modified_ms);
+                        tier.offer(key, value.clone(), copy, false, started);
                     }
-                    Ok(version)
+                    Ok(Written {
+                        version,
+                        modified_ms,
+                    })
                 }
                 pb::reply::Result::Error(e) => Err(Error::from_wire(e)),
                 other => Err(unexpected(&other)),

@@ -47,6 +47,7 @@ mod local;
 
 pub use client::{
     CacheClient, CacheClientBuilder, ClientStats, Consistency, Fetched, NodeReport, Stats, Tier,
+    Written,
 };
 pub use error::{Error, Result};
 pub use local::LocalAdmission;

@@ -28,6 +28,8 @@ pub enum LocalAdmission {
 pub(crate) struct LocalCopy {
     pub value: Bytes,
     pub version: String,
+    /// When the version was written, as [`Fetched::modified_ms`](crate::Fetched::modified_ms).
+    pub modified_ms: Option<u64>,
     /// Nanoseconds since the tier's epoch at which the version was last confirmed current
     /// (the start of the request that confirmed it).
     validated_ns: AtomicU64,
@@ -89,7 +91,14 @@ impl LocalTier {
     }
 
     /// Keeps a copy whose version was current at `validated_ns`, if admission allows.
-    pub fn offer(&self, key: &str, value: Bytes, version: String, hot: bool, validated_ns: u64) {
+    pub fn offer(
+        &self,
+        key: &str,
+        value: Bytes,
+        (version, modified_ms): (String, Option<u64>),
+        hot: bool,
+        validated_ns: u64,
+    ) {
         let admit = match self.admission {
             LocalAdmission::All => true,
             LocalAdmission::HotOnly => hot || self.cache.contains_key(key),
@@ -98,6 +107,7 @@ impl LocalTier {
             let copy = LocalCopy {
                 value,
                 version,
+                modified_ms,
                 validated_ns: AtomicU64::new(validated_ns),
             };
             self.cache.insert(key.to_owned(), Arc::new(copy));

@@ -9,18 +9,56 @@ use object_store::{ObjectMeta, PutResult};
 /// metadata when the store gives none.
 ///
 /// Versions are opaque: two equal versions name the same content, and nothing else is implied.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Version(Arc<str>);
+/// A version also carries when its content was written, where known; that time is metadata
+/// and takes no part in equality.
+#[derive(Clone)]
+pub struct Version {
+    tag: Arc<str>,
+    // Milliseconds since the Unix epoch; 0 when unknown.
+    modified_ms: u64,
+}
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.tag == other.tag
+    }
+}
+
+impl Eq for Version {}
+
+impl std::hash::Hash for Version {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.tag.hash(state);
+    }
+}
 
 impl Version {
-    /// A version with the given tag.
+    /// A version with the given tag, written at an unknown time.
     pub fn new(tag: impl Into<Arc<str>>) -> Self {
-        Self(tag.into())
+        Self {
+            tag: tag.into(),
+            modified_ms: 0,
+        }
+    }
+
+    /// The same version, written at `modified_ms` milliseconds since the Unix epoch (0:
+    /// unknown).
+    pub fn with_modified_ms(mut self, modified_ms: u64) -> Self {
+        self.modified_ms = modified_ms;
+        self
+    }
+
+    /// When the content was written, in milliseconds since the Unix epoch: the store's
+    /// last-modified time when the version was read from the store, the writing node's clock
+    /// when the write went through the cache. `None` when unknown.
+    pub fn modified_ms(&self) -> Option<u64> {
+        (self.modified_ms > 0).then_some(self.modified_ms)
     }
 
     /// The version of an object as listed or read from the store.
     pub fn from_meta(meta: &ObjectMeta) -> Self {
-        match (&meta.e_tag, &meta.version) {
+        let modified = u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0);
+        let version = match (&meta.e_tag, &meta.version) {
             (Some(tag), _) => Self::new(tag.as_str()),
             (None, Some(version)) => Self::new(format!("v:{version}")),
             (None, None) => Self::new(format!(
@@ -28,7 +66,8 @@ impl Version {
                 meta.last_modified.timestamp_micros(),
                 meta.size
             )),
-        }
+        };
+        version.with_modified_ms(modified)
     }
 
     /// The version a put produced, when the store reports one.
@@ -42,19 +81,19 @@ impl Version {
 
     /// The tag as a string.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.tag
     }
 }
 
 impl fmt::Debug for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Version({:?})", &*self.0)
+        write!(f, "Version({:?})", &*self.tag)
     }
 }
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.tag)
     }
 }
 
@@ -81,5 +120,15 @@ mod tests {
         );
         assert_eq!(Version::from_meta(&meta(None, Some("v"))).as_str(), "v:v");
         assert_eq!(Version::from_meta(&meta(None, None)).as_str(), "m:0-7");
+    }
+
+    #[test]
+    fn the_write_time_is_metadata_not_identity() {
+        let a = Version::new("e").with_modified_ms(5);
+        let b = Version::new("e").with_modified_ms(9);
+        assert_eq!(a, b);
+        assert_eq!(a.modified_ms(), Some(5));
+        assert_eq!(Version::new("e").modified_ms(), None);
+        assert_ne!(a, Version::new("f").with_modified_ms(5));
     }
 }

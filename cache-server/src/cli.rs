@@ -120,6 +120,22 @@ pub struct Args {
     /// sidecar under a CPU limit should match it.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+    /// Serve the S3 REST API at ADDR (`HOST:PORT`): bucket APP, path-style. Reads and writes
+    /// go through the cache like `cache-client`'s. Needs --s3-keys or --s3-anonymous.
+    #[arg(long)]
+    pub s3: Option<SocketAddr>,
+    /// The S3 access keys: one `ACCESS_KEY_ID SECRET_ACCESS_KEY` pair a line, in a file only
+    /// its owner may read. Requests must be signed (SigV4) with one of them.
+    #[arg(long, requires = "s3")]
+    pub s3_keys: Option<PathBuf>,
+    /// Serve unsigned S3 requests too. On a node that requires tokens (--auth), only from
+    /// loopback.
+    #[arg(long, requires = "s3")]
+    pub s3_anonymous: bool,
+    /// A file holding a `data` token for APP, which the S3 endpoint presents to the other
+    /// nodes. Needed with --auth when there are other members.
+    #[arg(long, requires = "s3")]
+    pub s3_token_file: Option<PathBuf>,
     /// Serve without credentials on a non-loopback address. Anyone who can reach it can then
     /// read, write and take over the cache.
     #[arg(long)]
@@ -302,12 +318,32 @@ where
         None => node,
     }
     .build()?;
+    let s3 = match args.s3 {
+        Some(addr) => Some(S3Endpoint::bind(&args, addr, &node).await?),
+        None => None,
+    };
     // Bound last, so that nothing fails between binding the socket and removing it on exit.
     let unix = match &unix_path {
         Some(path) => Some(bind_unix(path).await?),
         None => None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let s3 = match s3 {
+        Some(s3) => {
+            let node = node.clone();
+            let mut stop = stop_rx.clone();
+            let members = node.membership().members().to_vec();
+            Some(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = s3.serve(node, members, stopped).await {
+                    tracing::error!(error = %e, "S3 endpoint stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let metrics = args.metrics.map(|addr| {
         let node = node.clone();
         let mut stop = stop_rx.clone();
@@ -333,11 +369,76 @@ where
     if let Some(task) = metrics {
         task.abort();
     }
+    if let Some(task) = s3 {
+        let _ = task.await;
+    }
     if let Some(path) = unix_path {
         let _ = std::fs::remove_file(path);
     }
     served?;
     Ok(())
+}
+
+/// The S3 endpoint of `--s3`, bound and checked, with the client it will use.
+struct S3Endpoint {
+    listener: tokio::net::TcpListener,
+    settings: crate::s3::S3Settings,
+    client: cache_client::CacheClientBuilder,
+    max_value: u64,
+}
+
+impl S3Endpoint {
+    async fn bind(args: &Args, addr: SocketAddr, node: &CacheNode) -> anyhow::Result<Self> {
+        let keys = match &args.s3_keys {
+            Some(path) => crate::s3::AccessKeys::read(path)?,
+            None => crate::s3::AccessKeys::default(),
+        };
+        if keys.is_empty() && !args.s3_anonymous {
+            anyhow::bail!("--s3 needs access keys (--s3-keys) or --s3-anonymous");
+        }
+        let mut client = cache_client::CacheClient::builder()
+            .app(&args.app)
+            .max_value_bytes(args.max_value.as_u64())
+            .invalidations(false)
+            .leases(false)
+            .embedded(std::sync::Arc::new(node.clone()));
+        if let Some(path) = &args.s3_token_file {
+            client = client.token(crate::security::read_token_file(path)?);
+        }
+        if args.tls_cert.is_some() {
+            let ca = args.tls_ca.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("--s3 on a TLS node needs --tls-ca, to reach the other nodes")
+            })?;
+            client = client.tls_ca_pem(std::fs::read(ca)?);
+            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+                client = client.tls_identity_pem(std::fs::read(cert)?, std::fs::read(key)?);
+            }
+        }
+        let settings = crate::s3::S3Settings {
+            keys,
+            anonymous: args.s3_anonymous,
+            anonymous_loopback_only: args.auth.is_some(),
+            tls: node.tls().cloned(),
+            ..Default::default()
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        Ok(Self {
+            listener,
+            settings,
+            client,
+            max_value: args.max_value.as_u64(),
+        })
+    }
+
+    async fn serve<F>(self, node: CacheNode, members: Vec<String>, stopped: F) -> anyhow::Result<()>
+    where
+        F: Future<Output = ()>,
+    {
+        let client = self.client.nodes(members).build().await?;
+        let gateway = crate::s3::S3Gateway::new(client, node.store(), self.max_value);
+        crate::s3::serve_s3(self.listener, gateway, self.settings, stopped).await?;
+        Ok(())
+    }
 }
 
 /// A future that completes on SIGINT or SIGTERM.

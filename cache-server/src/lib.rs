@@ -78,6 +78,7 @@ mod leases;
 pub mod metrics;
 pub mod node;
 mod prewarm;
+pub mod s3;
 mod scale;
 mod scale_state;
 pub mod security;

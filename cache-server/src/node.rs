@@ -589,6 +589,11 @@ impl CacheNode {
         self.inner.self_addr.get().map(String::as_str)
     }
 
+    /// The application's blob store.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.inner.store)
+    }
+
     /// The node's size limits.
     pub fn limits(&self) -> Limits {
         self.inner.limits
@@ -1402,7 +1407,8 @@ impl CacheNode {
         result: &object_store::PutResult,
     ) -> Result<Version, Error> {
         match Version::from_put(result) {
-            Some(v) => Ok(v),
+            // The store says no write time: the node's clock, read once the write is done.
+            Some(v) => Ok(v.with_modified_ms(now_ms())),
             // The store reports no version on writes; ask for it.
             None => self
                 .inner
@@ -1497,6 +1503,13 @@ fn blob_path(key: &str) -> Result<Path, Error> {
     Path::parse(key).map_err(|e| Error::InvalidKey {
         reason: format!("not a valid object path: {e}"),
     })
+}
+
+/// The wall clock in milliseconds since the Unix epoch (0 if it reads before the epoch).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -577,6 +577,7 @@ impl CacheNode {
                     key: key.to_string(),
                     value: entry.value,
                     version: entry.version.as_str().to_owned(),
+                    modified_ms: entry.version.modified_ms().unwrap_or(0),
                 });
                 if bytes >= HANDOFF_BATCH_BYTES || batch.len() >= 1024 || entries.peek().is_none() {
                     let Ok(held) = account.hold(bytes as u64, wait).await else {
@@ -647,7 +648,10 @@ impl CacheNode {
                     .entries
                     .insert_unless(
                         &entry.key,
-                        Entry::new(entry.value, Version::new(entry.version)),
+                        Entry::new(
+                            entry.value,
+                            Version::new(entry.version).with_modified_ms(entry.modified_ms),
+                        ),
                         || self.scale().was_written(&entry.key, current),
                     )
                     .await;
@@ -690,9 +694,12 @@ impl CacheNode {
         match tokio::time::timeout(PEEK_TIMEOUT, peer.peek(request)).await {
             Ok(Ok(reply)) => {
                 let reply = reply.into_inner();
-                reply
-                    .found
-                    .then(|| Entry::new(reply.value, Version::new(reply.version)))
+                reply.found.then(|| {
+                    Entry::new(
+                        reply.value,
+                        Version::new(reply.version).with_modified_ms(reply.modified_ms),
+                    )
+                })
             }
             _ => None,
         }

@@ -75,6 +75,7 @@ fn answer_result(answer: Answer) -> pb::reply::Result {
             value: entry.value,
             version: Some(pb::Version {
                 etag: entry.version.as_str().to_owned(),
+                modified_ms: entry.version.modified_ms().unwrap_or(0),
             }),
             tier: tier as i32,
             hot,
@@ -87,6 +88,7 @@ fn answer_result(answer: Answer) -> pb::reply::Result {
         } => pb::reply::Result::NotModified(pb::NotModified {
             version: Some(pb::Version {
                 etag: version.as_str().to_owned(),
+                modified_ms: version.modified_ms().unwrap_or(0),
             }),
             hot,
             lease_ms,
@@ -98,6 +100,7 @@ fn written(version: cache_core::Version) -> pb::Written {
     pb::Written {
         version: Some(pb::Version {
             etag: version.as_str().to_owned(),
+            modified_ms: version.modified_ms().unwrap_or(0),
         }),
     }
 }
@@ -893,6 +896,7 @@ impl pb::peer_server::Peer for PeerService {
                     found: true,
                     value: entry.value,
                     version: entry.version.as_str().to_owned(),
+                    modified_ms: entry.version.modified_ms().unwrap_or(0),
                 }
             }
             None => pb::PeekReply::default(),

@@ -341,6 +341,7 @@ fn forged(epoch: u64) -> pb::HandoffBatch {
             key: "balance".into(),
             value: "999999999".into(),
             version: "forged".into(),
+            ..Default::default()
         }],
         ..Default::default()
     }
