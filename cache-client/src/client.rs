@@ -1131,13 +1131,29 @@ impl CacheClient {
     /// # Errors
     /// As [`CacheClient::put`].
     pub async fn delete(&self, key: &str) -> Result<()> {
-        let span = tracing::debug_span!("cache.delete", key_len = key.len());
+        self.remove(key, false).await
+    }
+
+    /// Tells the key's home node that the blob was just written to the store around the
+    /// cache (an object too large to cache, written by the S3 endpoint or [`CachedStore`](
+    /// crate::CachedStore)): the node drops its copy as a write would, after lease holders
+    /// have dropped theirs. The store is not touched.
+    ///
+    /// # Errors
+    /// As [`CacheClient::put`].
+    pub async fn forget(&self, key: &str) -> Result<()> {
+        self.remove(key, true).await
+    }
+
+    async fn remove(&self, key: &str, forget: bool) -> Result<()> {
+        let span = tracing::debug_span!("cache.delete", key_len = key.len(), forget);
         let result = async {
             validate_key(key).map_err(invalid_key)?;
             let (reply, _) = self
                 .route(key, false, |_| {
                     pb::op::Kind::Delete(pb::Delete {
                         key: key.to_owned(),
+                        forget,
                     })
                 })
                 .await?;

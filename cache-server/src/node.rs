@@ -1051,7 +1051,21 @@ impl CacheNode {
     pub async fn delete(&self, key: &str, epoch: u64, budget: Duration) -> Result<(), Error> {
         let key = key.to_owned();
         self.detached(move |node, answer| async move {
-            node.delete_here(&key, epoch, budget, &answer).await
+            node.delete_here(&key, epoch, budget, &answer, true).await
+        })
+        .await
+    }
+
+    /// Drops the cached copy of a blob that was just written to the store around the cache,
+    /// as a write through the cache would: under the key's write gate, after lease holders
+    /// have dropped their copies, and told to watchers. The store is not touched.
+    ///
+    /// # Errors
+    /// Invalid key, wrong owner, not settled.
+    pub async fn forget(&self, key: &str, epoch: u64, budget: Duration) -> Result<(), Error> {
+        let key = key.to_owned();
+        self.detached(move |node, answer| async move {
+            node.delete_here(&key, epoch, budget, &answer, false).await
         })
         .await
     }
@@ -1062,8 +1076,9 @@ impl CacheNode {
         epoch: u64,
         budget: Duration,
         answer: &EarlyAnswer,
+        in_store: bool,
     ) -> Result<(), Error> {
-        let span = tracing::debug_span!("delete", key_len = key.len(), epoch);
+        let span = tracing::debug_span!("delete", key_len = key.len(), epoch, in_store);
         async {
             self.inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
             let result = async {
@@ -1074,7 +1089,9 @@ impl CacheNode {
                     .inner
                     .entries
                     .write_through(key, || async {
-                        self.delete_store(key, budget, answer).await?;
+                        if in_store {
+                            self.delete_store(key, budget, answer).await?;
+                        }
                         Ok(None)
                     })
                     .await;

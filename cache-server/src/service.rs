@@ -193,13 +193,20 @@ async fn run_op(
                     };
                     (reply, Held::none())
                 }),
-            OpKind::Delete { key, epoch } => node.delete(&key, epoch, budget).await.map(|()| {
+            OpKind::Delete { key, epoch, forget } => {
+                let deleted = if forget {
+                    node.forget(&key, epoch, budget).await
+                } else {
+                    node.delete(&key, epoch, budget).await
+                };
+                deleted.map(|()| {
                 let reply = pb::Reply {
                     id,
                     result: Some(pb::reply::Result::Deleted(pb::Deleted {})),
                 };
                 (reply, Held::none())
-            }),
+                })
+            }
         }
     };
     match tokio::time::timeout(budget + GRACE, work).await {
@@ -227,6 +234,8 @@ enum OpKind {
     Delete {
         key: String,
         epoch: u64,
+        // Only the cached copy (`pb::Delete::forget`).
+        forget: bool,
     },
 }
 
@@ -272,7 +281,14 @@ async fn triage(
                 epoch,
             },
         )),
-        Some(pb::op::Kind::Delete(d)) => Err((id, OpKind::Delete { key: d.key, epoch })),
+        Some(pb::op::Kind::Delete(d)) => Err((
+            id,
+            OpKind::Delete {
+                key: d.key,
+                epoch,
+                forget: d.forget,
+            },
+        )),
         None => Ok((
             error_reply(id, &Error::InvalidRequest("the op has no kind".into())),
             Held::none(),

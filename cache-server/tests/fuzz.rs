@@ -48,7 +48,8 @@ fn kind() -> impl Strategy<Value = Option<pb::op::Kind>> {
             .prop_map(|(key, value, if_match)| {
                 Some(pb::op::Kind::Put(pb::Put { key, value: Bytes::from(value), if_match }))
             }),
-        1 => key().prop_map(|key| Some(pb::op::Kind::Delete(pb::Delete { key }))),
+        1 => (key(), any::<bool>())
+            .prop_map(|(key, forget)| Some(pb::op::Kind::Delete(pb::Delete { key, forget }))),
         1 => Just(None),
     ]
 }

@@ -8,18 +8,23 @@
 //! serves any key. The bucket is the application's name, addressed path-style
 //! (`http://HOST:PORT/APP/KEY`).
 //!
-//! What goes around the cache: listings, which the store answers, and the parts of a
-//! multipart upload, which are staged in the store under the reserved prefix until the
-//! upload completes and the object is written through the cache.
+//! What goes around the cache: listings, which the store answers; the parts of a multipart
+//! upload, which are staged in the store under the reserved prefix until the upload completes
+//! and the object is written through the cache; and objects larger than the cache's largest
+//! value, which stream between client and store in parts (`large`), a write of one ending
+//! with the home node forgetting its cached copy.
 //!
 //! # Layout
 //! - this file: [`S3Gateway`], the operations.
+//! - `large`: objects above the largest value: ranged, parallel, version-pinned reads from
+//!   the store, and multipart writes to it.
 //! - `auth`: [`AccessKeys`] (SigV4 secrets from `--s3-keys`), and the rule for unsigned
 //!   requests.
 //! - `serve`: [`serve_s3`], HTTP/1.1 connections on a bound listener, bounded in number and in
 //!   how long a request's headers may take.
 
 mod auth;
+mod large;
 mod serve;
 
 use std::sync::Arc;
@@ -84,34 +89,68 @@ impl S3Gateway {
         }
     }
 
-    async fn fetch(&self, key: &str) -> S3Result<Fetched> {
+    /// Reads `key` through the cache; an object too large for it is only looked up in the
+    /// store.
+    async fn fetch(&self, key: &str) -> S3Result<Found> {
         match self.client.get_entry(key).await {
-            Ok(Some(fetched)) => Ok(fetched),
+            Ok(Some(fetched)) => Ok(Found::Cached(fetched)),
             Ok(None) => Err(s3_error!(NoSuchKey)),
+            Err(cache_client::Error::ValueTooLarge(_)) => {
+                let path = object_path(key)?;
+                let meta = self.store.head(&path).await.map_err(store_err)?;
+                Ok(Found::Large(path, meta))
+            }
             Err(e) => Err(s3_err(e)),
         }
     }
 
-    /// Reads a request body of at most `max_value` bytes.
-    async fn body(&self, body: Option<StreamingBlob>, declared: Option<i64>) -> S3Result<Bytes> {
+    /// Reads a request body: whole, when it is at most `max_value` bytes; else its first
+    /// `max_value` bytes and the stream of the rest.
+    async fn body(&self, body: Option<StreamingBlob>, declared: Option<i64>) -> S3Result<Body> {
         let max = self.max_value;
+        let Some(mut body) = body else {
+            return Ok(Body::Small(Bytes::new()));
+        };
         if let Some(len) = declared
             && u64::try_from(len).unwrap_or(u64::MAX) > max
         {
-            return Err(too_large(len, max));
+            return Ok(Body::Large(Bytes::new(), body));
         }
-        let Some(mut body) = body else {
-            return Ok(Bytes::new());
-        };
         let mut buf = BytesMut::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| s3_error!(IncompleteBody, "reading the body: {e}"))?;
-            if (buf.len() + chunk.len()) as u64 > max {
-                return Err(too_large(i64::MAX, max));
-            }
             buf.extend_from_slice(&chunk);
+            if buf.len() as u64 > max {
+                return Ok(Body::Large(buf.freeze(), body));
+            }
         }
-        Ok(buf.freeze())
+        Ok(Body::Small(buf.freeze()))
+    }
+
+    /// Writes a large object to the store, then has the key's home node forget any cached
+    /// copy, as a write through the cache would.
+    async fn write_large<S, E>(&self, key: &str, head: Bytes, rest: S) -> S3Result<String>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = object_path(key)?;
+        let put = large::write(self.store.as_ref(), &path, head, rest).await?;
+        self.forget(key).await?;
+        Ok(put.e_tag.unwrap_or_default())
+    }
+
+    /// Has the key's home node drop its copy of a blob just written around the cache. Until
+    /// it has, the write is not done: a failure is the caller's to retry.
+    async fn forget(&self, key: &str) -> S3Result<()> {
+        self.client.forget(key).await.map_err(|e| {
+            let mut err = s3_err(e);
+            err.set_message(format!(
+                "the object was written to the store, but the cache could not be told; retry the write: {}",
+                err.message().unwrap_or_default()
+            ));
+            err
+        })
     }
 
     /// Writes `value` through the cache, under S3's conditions: `If-None-Match: *` creates
@@ -161,6 +200,31 @@ impl S3Gateway {
     }
 }
 
+/// A key's object: from the cache, or, too large for it, in the store.
+enum Found {
+    Cached(Fetched),
+    Large(Path, object_store::ObjectMeta),
+}
+
+/// A request body.
+enum Body {
+    /// At most the largest value.
+    Small(Bytes),
+    /// Larger: the bytes read so far, and the rest.
+    Large(Bytes, StreamingBlob),
+}
+
+fn object_path(key: &str) -> S3Result<Path> {
+    cache_core::limits::validate_key(key).map_err(|e| s3_error!(InvalidArgument, "{e}"))?;
+    Path::parse(key).map_err(|e| s3_error!(InvalidArgument, "{e}"))
+}
+
+/// The version and write time of an object in the store.
+fn stored_version(meta: &object_store::ObjectMeta) -> (String, Option<u64>) {
+    let version = cache_core::Version::from_meta(meta);
+    (version.as_str().to_owned(), version.modified_ms())
+}
+
 /// The S3 error for a cache error, with the usual code for its kind.
 fn s3_err(err: cache_client::Error) -> S3Error {
     use cache_client::Error as E;
@@ -183,17 +247,11 @@ fn s3_err(err: cache_client::Error) -> S3Error {
     S3Error::with_message(code, err.to_string())
 }
 
-fn too_large(len: i64, max: u64) -> S3Error {
-    let mut err = s3_error!(
-        EntityTooLarge,
-        "objects through this cache are at most {max} bytes"
-    );
-    if len < i64::MAX {
-        err.set_message(format!(
-            "the object is {len} bytes; objects through this cache are at most {max} bytes"
-        ));
-    }
-    err
+fn large_conditional(max: u64) -> S3Error {
+    s3_error!(
+        NotImplemented,
+        "conditional writes of objects above {max} bytes (the largest the cache holds)"
+    )
 }
 
 /// The ETag S3 clients see for a version: the store's tag without the quotes some stores
@@ -276,33 +334,49 @@ impl S3 for S3Gateway {
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GET by part number"));
         }
-        let fetched = self.fetch(&input.key).await?;
+        let found = self.fetch(&input.key).await?;
+        let (version, modified_ms, full) = match &found {
+            Found::Cached(f) => (f.version.clone(), f.modified_ms, f.value.len() as u64),
+            Found::Large(_, meta) => {
+                let (version, modified) = stored_version(meta);
+                (version, modified, meta.size)
+            }
+        };
         check_read_conditions(
             input.if_match.as_ref(),
             input.if_none_match.as_ref(),
-            &fetched.version,
+            &version,
         )?;
-        let full = fetched.value.len() as u64;
-        let (value, content_range) = match &input.range {
-            None => (fetched.value.clone(), None),
+        let (range, content_range) = match &input.range {
+            None => (0..full, None),
             Some(range) => {
                 let r = range
                     .check(full)
                     .map_err(|_| s3_error!(InvalidRange, "the object is {full} bytes"))?;
-                let slice = fetched.value.slice(
-                    usize::try_from(r.start).unwrap_or(0)..usize::try_from(r.end).unwrap_or(0),
-                );
                 let header = format!("bytes {}-{}/{full}", r.start, r.end.saturating_sub(1));
-                (slice, Some(header))
+                (r, Some(header))
+            }
+        };
+        let length = range.end - range.start;
+        let body = match found {
+            Found::Cached(f) => {
+                let (start, end) = (
+                    usize::try_from(range.start).unwrap_or(usize::MAX),
+                    usize::try_from(range.end).unwrap_or(usize::MAX),
+                );
+                StreamingBlob::from(s3s::Body::from(f.value.slice(start..end)))
+            }
+            Found::Large(path, meta) => {
+                large::read(Arc::clone(&self.store), path, range, meta.e_tag)
             }
         };
         let output = dto::GetObjectOutput {
-            content_length: Some(value.len() as i64),
-            body: Some(StreamingBlob::from(s3s::Body::from(value))),
+            content_length: Some(i64::try_from(length).unwrap_or(i64::MAX)),
+            body: Some(body),
             content_range,
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(&fetched.version)),
-            last_modified: modified(fetched.modified_ms),
+            e_tag: Some(etag(&version)),
+            last_modified: modified(modified_ms),
             ..Default::default()
         };
         Ok(S3Response::new(output))
@@ -315,17 +389,23 @@ impl S3 for S3Gateway {
     ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
         let input = req.input;
         self.bucket(&input.bucket)?;
-        let fetched = self.fetch(&input.key).await?;
+        let (version, modified_ms, size) = match self.fetch(&input.key).await? {
+            Found::Cached(f) => (f.version, f.modified_ms, f.value.len() as u64),
+            Found::Large(_, meta) => {
+                let (version, modified) = stored_version(&meta);
+                (version, modified, meta.size)
+            }
+        };
         check_read_conditions(
             input.if_match.as_ref(),
             input.if_none_match.as_ref(),
-            &fetched.version,
+            &version,
         )?;
         let output = dto::HeadObjectOutput {
-            content_length: Some(fetched.value.len() as i64),
+            content_length: Some(i64::try_from(size).unwrap_or(i64::MAX)),
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(&fetched.version)),
-            last_modified: modified(fetched.modified_ms),
+            e_tag: Some(etag(&version)),
+            last_modified: modified(modified_ms),
             ..Default::default()
         };
         Ok(S3Response::new(output))
@@ -338,19 +418,26 @@ impl S3 for S3Gateway {
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
         let input = req.input;
         self.bucket(&input.bucket)?;
-        let value = self.body(input.body, input.content_length).await?;
-        let size = value.len() as i64;
-        let written = self
-            .write(
-                &input.key,
-                value,
-                input.if_match.as_ref(),
-                input.if_none_match.as_ref(),
-            )
-            .await?;
+        let tag = match self.body(input.body, input.content_length).await? {
+            Body::Small(value) => {
+                self.write(
+                    &input.key,
+                    value,
+                    input.if_match.as_ref(),
+                    input.if_none_match.as_ref(),
+                )
+                .await?
+                .version
+            }
+            Body::Large(head, rest) => {
+                if input.if_match.is_some() || input.if_none_match.is_some() {
+                    return Err(large_conditional(self.max_value));
+                }
+                self.write_large(&input.key, head, rest).await?
+            }
+        };
         Ok(S3Response::new(dto::PutObjectOutput {
-            e_tag: Some(etag(&written.version)),
-            size: Some(size),
+            e_tag: Some(etag(&tag)),
             ..Default::default()
         }))
     }
@@ -488,21 +575,45 @@ impl S3 for S3Gateway {
         };
         self.bucket(bucket)?;
         let source = self.fetch(key).await?;
+        let version = match &source {
+            Found::Cached(f) => f.version.clone(),
+            Found::Large(_, meta) => stored_version(meta).0,
+        };
         if let Some(c) = &input.copy_source_if_match
-            && !matches(c, &source.version)
+            && !matches(c, &version)
         {
             return Err(s3_error!(PreconditionFailed));
         }
         if let Some(c) = &input.copy_source_if_none_match
-            && matches(c, &source.version)
+            && matches(c, &version)
         {
             return Err(s3_error!(PreconditionFailed));
         }
-        let written = self.write(&input.key, source.value, None, None).await?;
+        let (tag, modified_ms) = match source {
+            Found::Cached(f) => {
+                let written = self.write(&input.key, f.value, None, None).await?;
+                (written.version, written.modified_ms)
+            }
+            Found::Large(from, meta) => {
+                // Pinned to the version checked above: a copy of a newer one fails.
+                let options = object_store::GetOptions {
+                    if_match: meta.e_tag,
+                    ..Default::default()
+                };
+                let body = self
+                    .store
+                    .get_opts(&from, options)
+                    .await
+                    .map_err(store_err)?
+                    .into_stream();
+                let tag = self.write_large(&input.key, Bytes::new(), body).await?;
+                (tag, None)
+            }
+        };
         Ok(S3Response::new(dto::CopyObjectOutput {
             copy_object_result: Some(dto::CopyObjectResult {
-                e_tag: Some(etag(&written.version)),
-                last_modified: modified(written.modified_ms),
+                e_tag: Some(etag(&tag)),
+                last_modified: modified(modified_ms),
                 ..Default::default()
             }),
             ..Default::default()
@@ -550,12 +661,16 @@ impl S3 for S3Gateway {
         self.bucket(&input.bucket)?;
         self.upload_key(&input.upload_id, &input.key).await?;
         let path = part_path(&input.upload_id, input.part_number)?;
-        let value = self.body(input.body, input.content_length).await?;
-        let result = self
-            .store
-            .put(&path, value.into())
-            .await
-            .map_err(store_err)?;
+        let result = match self.body(input.body, input.content_length).await? {
+            Body::Small(value) => self
+                .store
+                .put(&path, value.into())
+                .await
+                .map_err(store_err)?,
+            Body::Large(head, rest) => {
+                large::write(self.store.as_ref(), &path, head, rest).await?
+            }
+        };
         let tag = result
             .e_tag
             .unwrap_or_else(|| format!("part-{}", input.part_number));
@@ -636,10 +751,19 @@ impl S3 for S3Gateway {
         }
         let total: u64 = chosen.iter().map(|m| m.size).sum();
         if total > self.max_value {
-            return Err(too_large(
-                i64::try_from(total).unwrap_or(i64::MAX),
-                self.max_value,
-            ));
+            if input.if_match.is_some() || input.if_none_match.is_some() {
+                return Err(large_conditional(self.max_value));
+            }
+            let paths = chosen.into_iter().map(|m| m.location).collect();
+            let staged = large::concat(Arc::clone(&self.store), paths);
+            let tag = self.write_large(&input.key, Bytes::new(), staged).await?;
+            self.discard(&input.upload_id).await;
+            return Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+                bucket: Some(input.bucket),
+                key: Some(input.key),
+                e_tag: Some(etag(&tag)),
+                ..Default::default()
+            }));
         }
         let mut value = BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
         for meta in &chosen {
