@@ -136,6 +136,10 @@ pub struct Args {
     /// nodes. Needed with --auth when there are other members.
     #[arg(long, requires = "s3")]
     pub s3_token_file: Option<PathBuf>,
+    /// Reads each object too large for the cache whole into memory before serving it.
+    /// Unsafe: only for checking that the memory tests catch it.
+    #[arg(long, hide = true, requires = "s3")]
+    pub s3_unbounded_reads: bool,
     /// Serve without credentials on a non-loopback address. Anyone who can reach it can then
     /// read, write and take over the cache.
     #[arg(long)]
@@ -385,6 +389,7 @@ struct S3Endpoint {
     settings: crate::s3::S3Settings,
     client: cache_client::CacheClientBuilder,
     max_value: u64,
+    unbounded_reads: bool,
 }
 
 impl S3Endpoint {
@@ -422,11 +427,19 @@ impl S3Endpoint {
             ..Default::default()
         };
         let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(
+            s3_addr = %listener.local_addr()?,
+            bucket = args.app,
+            keys = settings.keys.len(),
+            anonymous = settings.anonymous,
+            "S3 endpoint listening"
+        );
         Ok(Self {
             listener,
             settings,
             client,
             max_value: args.max_value.as_u64(),
+            unbounded_reads: args.s3_unbounded_reads,
         })
     }
 
@@ -435,7 +448,8 @@ impl S3Endpoint {
         F: Future<Output = ()>,
     {
         let client = self.client.nodes(members).build().await?;
-        let gateway = crate::s3::S3Gateway::new(client, node.store(), self.max_value);
+        let gateway = crate::s3::S3Gateway::new(client, node.store(), self.max_value)
+            .unbounded_reads(self.unbounded_reads);
         crate::s3::serve_s3(self.listener, gateway, self.settings, stopped).await?;
         Ok(())
     }

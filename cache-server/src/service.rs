@@ -200,11 +200,11 @@ async fn run_op(
                     node.delete(&key, epoch, budget).await
                 };
                 deleted.map(|()| {
-                let reply = pb::Reply {
-                    id,
-                    result: Some(pb::reply::Result::Deleted(pb::Deleted {})),
-                };
-                (reply, Held::none())
+                    let reply = pb::Reply {
+                        id,
+                        result: Some(pb::reply::Result::Deleted(pb::Deleted {})),
+                    };
+                    (reply, Held::none())
                 })
             }
         }

@@ -142,7 +142,9 @@ mod tests {
     async fn a_large_object_round_trips_in_parts() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let path = Path::from("big");
-        let data: Vec<u8> = (0..(3 * WRITE_PART + 17)).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3 * WRITE_PART + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
         let chunks: Vec<Result<Bytes, std::io::Error>> = data[1000..]
             .chunks(1 << 20)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -163,7 +165,10 @@ mod tests {
         }
         assert_eq!(read_back, data[5..]);
         let staged = concat(Arc::clone(&store), vec![path.clone(), path]);
-        let total: usize = staged.map(|c| c.unwrap().len()).fold(0, |a, n| async move { a + n }).await;
+        let total: usize = staged
+            .map(|c| c.unwrap().len())
+            .fold(0, |a, n| async move { a + n })
+            .await;
         assert_eq!(total, 2 * data.len());
     }
 

@@ -54,6 +54,7 @@ pub struct S3Gateway {
     client: CacheClient,
     store: Arc<dyn ObjectStore>,
     max_value: u64,
+    unbounded_reads: bool,
 }
 
 impl std::fmt::Debug for S3Gateway {
@@ -74,7 +75,16 @@ impl S3Gateway {
             client,
             store,
             max_value,
+            unbounded_reads: false,
         }
+    }
+
+    /// Reads each large object whole into memory before serving it. Unsafe: only for checking
+    /// that the memory test catches a gateway that buffers large objects.
+    #[doc(hidden)]
+    pub fn unbounded_reads(mut self, on: bool) -> Self {
+        self.unbounded_reads = on;
+        self
     }
 
     fn bucket(&self, bucket: &str) -> S3Result<()> {
@@ -365,6 +375,21 @@ impl S3 for S3Gateway {
                     usize::try_from(range.end).unwrap_or(usize::MAX),
                 );
                 StreamingBlob::from(s3s::Body::from(f.value.slice(start..end)))
+            }
+            Found::Large(path, _) if self.unbounded_reads => {
+                let whole = self
+                    .store
+                    .get(&path)
+                    .await
+                    .map_err(store_err)?
+                    .bytes()
+                    .await
+                    .map_err(store_err)?;
+                let (start, end) = (
+                    usize::try_from(range.start).unwrap_or(usize::MAX),
+                    usize::try_from(range.end).unwrap_or(usize::MAX),
+                );
+                StreamingBlob::from(s3s::Body::from(whole.slice(start..end)))
             }
             Found::Large(path, meta) => {
                 large::read(Arc::clone(&self.store), path, range, meta.e_tag)
@@ -667,9 +692,7 @@ impl S3 for S3Gateway {
                 .put(&path, value.into())
                 .await
                 .map_err(store_err)?,
-            Body::Large(head, rest) => {
-                large::write(self.store.as_ref(), &path, head, rest).await?
-            }
+            Body::Large(head, rest) => large::write(self.store.as_ref(), &path, head, rest).await?,
         };
         let tag = result
             .e_tag

@@ -60,6 +60,19 @@ impl Server {
         Self::try_spawn_with(command, "127.0.0.1:0", args, env).expect("start cache-server")
     }
 
+    /// The address of the S3 endpoint (`--s3`), as the server logged it when it bound it.
+    pub fn s3_addr(&self) -> String {
+        let line = self
+            .log_lines("S3 endpoint listening")
+            .pop()
+            .expect("the server logs its S3 endpoint before it serves");
+        let rest = line
+            .split("s3_addr=")
+            .nth(1)
+            .expect("s3_addr in the log line");
+        rest.split_whitespace().next().unwrap().to_owned()
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -102,6 +115,7 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
+        let mut startup = Vec::new();
         let addr = loop {
             let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
                 let _ = child.kill();
@@ -118,9 +132,10 @@ impl Server {
                 let _ = child.wait();
                 return Err(format!("cache-server failed: {line}"));
             }
+            startup.push(line);
         };
         // Keep draining its log, so that the server never blocks on a full pipe.
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(startup));
         let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             while let Ok(line) = rx.recv() {
