@@ -479,6 +479,7 @@ impl CacheClientBuilder {
         let client = CacheClient {
             inner: Arc::new(Inner {
                 app,
+                max_value_bytes: self.max_value_bytes,
                 shared: SharedMembership::new(membership.clone()),
                 view: RwLock::new(Arc::new(View {
                     membership: Arc::new(membership),
@@ -533,6 +534,7 @@ pub struct CacheClient {
 
 struct Inner {
     app: String,
+    max_value_bytes: u64,
     /// The member list, shared with the invalidation watchers.
     shared: SharedMembership,
     view: RwLock<Arc<View>>,
@@ -625,6 +627,12 @@ impl CacheClient {
     /// A builder with every default; see [`CacheClientBuilder`].
     pub fn builder() -> CacheClientBuilder {
         CacheClientBuilder::default()
+    }
+
+    /// The largest value this client sends or takes, as set by
+    /// [`CacheClientBuilder::max_value_bytes`].
+    pub fn max_value_bytes(&self) -> u64 {
+        self.inner.max_value_bytes
     }
 
     /// The application this client uses.

@@ -11,6 +11,9 @@
 //!   `unix:PATH` entry; TLS and the bearer token, when set) and its long-lived `Pipe` stream,
 //!   whose request body puts every ready op into one message and whose reader task matches
 //!   replies to ops.
+//! - [`store`]: [`CachedStore`], the cache as an `object_store::ObjectStore` over the store
+//!   the nodes use: reads and writes through the cache, listings and objects too large for
+//!   it from the store.
 //! - [`error`]: the typed [`Error`], rebuilt from the nodes' gRPC statuses.
 //! - [`cli`]: the `cachectl` command line.
 //!
@@ -44,6 +47,7 @@ mod conn;
 pub mod error;
 mod leases;
 mod local;
+pub mod store;
 
 pub use client::{
     CacheClient, CacheClientBuilder, ClientStats, Consistency, Fetched, NodeReport, Stats, Tier,
@@ -51,3 +55,4 @@ pub use client::{
 };
 pub use error::{Error, Result};
 pub use local::LocalAdmission;
+pub use store::CachedStore;

@@ -63,18 +63,12 @@ where
         Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls.rustls_server()?)),
         None => None,
     };
-    let mut builder = S3ServiceBuilder::new(gateway);
-    // Always authenticate, even with no keys: then every unsigned request meets the access
-    // rule, and every signed one a key lookup.
-    builder.set_auth(settings.keys);
-    builder.set_access(Anonymous {
-        allowed: settings.anonymous,
-        loopback_only: settings.anonymous_loopback_only,
-    });
-    let service = builder.build();
-    let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let max_connections = settings.max_connections;
     let header_timeout = settings.header_timeout;
+    let shutdown_grace = settings.shutdown_grace;
+    let service = service(gateway, settings);
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
     let accept = async {
         loop {
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
@@ -109,9 +103,22 @@ where
     }
     let _ = stop_tx.send(true);
     // Each connection ends once its request in progress is answered; wait for the last.
-    let all = u32::try_from(settings.max_connections.max(1)).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(settings.shutdown_grace, slots.acquire_many(all)).await;
+    let all = u32::try_from(max_connections.max(1)).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(shutdown_grace, slots.acquire_many(all)).await;
     Ok(())
+}
+
+/// The S3 protocol service around `gateway`, with the settings' keys and access rule.
+fn service(gateway: S3Gateway, settings: S3Settings) -> s3s::service::S3Service {
+    let mut builder = S3ServiceBuilder::new(gateway);
+    // Always authenticate, even with no keys: then every unsigned request meets the access
+    // rule, and every signed one a key lookup.
+    builder.set_auth(settings.keys);
+    builder.set_access(Anonymous {
+        allowed: settings.anonymous,
+        loopback_only: settings.anonymous_loopback_only,
+    });
+    builder.build()
 }
 
 /// Serves one connection's requests, marking each with the caller's address.
@@ -144,5 +151,62 @@ async fn connection<S>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gateway whose only node is not there: requests that pass the access rule fail
+    /// later, with 503.
+    async fn gateway() -> S3Gateway {
+        let client = cache_client::CacheClient::builder()
+            .app("photos")
+            .nodes(["127.0.0.1:1"])
+            .connect_timeout(Duration::from_millis(200))
+            .timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap();
+        let store = Arc::new(object_store::memory::InMemory::new());
+        S3Gateway::new(client, store, 1 << 20)
+    }
+
+    async fn unsigned_get(service: &s3s::service::S3Service, from: &str) -> u16 {
+        let mut req = hyper::Request::builder()
+            .method("GET")
+            .uri("/photos/cat.png")
+            .header("host", "127.0.0.1")
+            .body(s3s::Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(Caller(from.parse().unwrap()));
+        match service.call(req).await {
+            Ok(resp) => resp.status().as_u16(),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    /// The address is only a value attached to the request: nothing is sent to it.
+    const REMOTE: &str = "192.0.2.7:40000";
+    const LOCAL: &str = "127.0.0.1:40000";
+
+    #[tokio::test]
+    async fn unsigned_requests_pass_only_as_the_flags_say() {
+        let settings = |anonymous, loopback_only| S3Settings {
+            anonymous,
+            anonymous_loopback_only: loopback_only,
+            ..Default::default()
+        };
+        // Without --s3-anonymous: refused from anywhere.
+        let svc = service(gateway().await, settings(false, false));
+        assert_eq!(unsigned_get(&svc, LOCAL).await, 403);
+        // With it, on a node that requires tokens: only from loopback.
+        let svc = service(gateway().await, settings(true, true));
+        assert_eq!(unsigned_get(&svc, REMOTE).await, 403);
+        assert_eq!(unsigned_get(&svc, LOCAL).await, 503, "passed, then no node");
+        // With it, on a node that does not: from anywhere.
+        let svc = service(gateway().await, settings(true, false));
+        assert_eq!(unsigned_get(&svc, REMOTE).await, 503);
     }
 }
