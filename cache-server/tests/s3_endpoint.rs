@@ -444,3 +444,104 @@ async fn serving_a_1_gib_object_to_4_clients_stays_within_capacity_plus_256_mib(
     assert!(control > limit, "control peak RSS {} MiB", control >> 20);
     eprintln!("peak RSS {} MiB; control {} MiB", peak >> 20, control >> 20);
 }
+
+/// The README's "Use it from any language" flow, as written there: a file store, a keys
+/// file of mode 600 with the README's key, the node with `--s3`, then the example boto3
+/// function and the AWS CLI with the credentials in the usual variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_boto3_function_and_cli_go_through_the_cache() {
+    use std::os::unix::fs::PermissionsExt;
+    const README_KEY: &str = "AKIDEXAMPLE";
+    const README_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let store_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(store_dir.path().join("cats")).unwrap();
+    let image: Vec<u8> = (0..100u8).collect();
+    std::fs::write(store_dir.path().join("cats/1.png"), &image).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("s3-keys");
+    std::fs::write(&keys, "").unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&keys, format!("{README_KEY} {README_SECRET}\n")).unwrap();
+    let store = format!("file://{}", store_dir.path().display());
+    let keys = keys.display().to_string();
+    let server = Server::spawn(
+        &[
+            "--app",
+            "thumbnails",
+            "--store",
+            &store,
+            "--s3",
+            "127.0.0.1:0",
+            "--s3-keys",
+            &keys,
+        ],
+        &[],
+    );
+    let endpoint = format!("http://{}", server.s3_addr());
+    let env = [
+        ("AWS_ACCESS_KEY_ID", README_KEY),
+        ("AWS_SECRET_ACCESS_KEY", README_SECRET),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    let isolated = |command: &mut Command| {
+        // No configuration of this machine's user leaks in.
+        command
+            .envs(env)
+            .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.path().join("no-credentials"),
+            );
+    };
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/s3/thumbnail.py");
+    let mut python = Command::new(tool("CACHELET_PYTHON"));
+    python
+        .arg(example)
+        .arg("cats/1.png")
+        .env("CACHELET_S3_ENDPOINT", &endpoint);
+    isolated(&mut python);
+    let out = python.output().expect("run the example");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "cats/1.png: 100 bytes, thumbnail 64 bytes");
+    let thumbnail = std::fs::read(store_dir.path().join("thumbs/cats/1.png")).unwrap();
+    assert_eq!(thumbnail, image[..64], "the write landed in the store");
+
+    let video = dir.path().join("video.mp4");
+    std::fs::write(&video, vec![7u8; 3 << 20]).unwrap();
+    let video = video.display().to_string();
+    for args in [
+        vec![
+            "s3",
+            "cp",
+            video.as_str(),
+            "s3://thumbnails/videos/video.mp4",
+        ],
+        vec!["s3", "ls", "s3://thumbnails/videos/"],
+    ] {
+        let mut aws = Command::new(tool("CACHELET_AWS"));
+        aws.args(["--endpoint-url", &endpoint]).args(&args);
+        isolated(&mut aws);
+        let out = aws.output().expect("run the AWS CLI");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if args[1] == "ls" {
+            let listing = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                listing.contains(&format!("{} video.mp4", 3 << 20)),
+                "{listing}"
+            );
+        }
+    }
+    let landed = std::fs::read(store_dir.path().join("videos/video.mp4")).unwrap();
+    assert_eq!(landed.len(), 3 << 20);
+    server.terminate();
+}
