@@ -449,7 +449,8 @@ impl S3Endpoint {
     {
         let client = self.client.nodes(members).build().await?;
         let gateway = crate::s3::S3Gateway::new(client, node.store(), self.max_value)
-            .unbounded_reads(self.unbounded_reads);
+            .unbounded_reads(self.unbounded_reads)
+            .counters(node.s3_counters());
         crate::s3::serve_s3(self.listener, gateway, self.settings, stopped).await?;
         Ok(())
     }

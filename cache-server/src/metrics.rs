@@ -66,6 +66,15 @@ pub fn record(recorder: &PrometheusRecorder, stats: &pb::NodeStats) {
             .set(stats.lease_expiry_wait_max_us as f64 / 1e6);
         counter!("cachelet_writes_outlived_total").absolute(stats.writes_outlived);
         counter!("cachelet_writes_abandoned_total").absolute(stats.writes_abandoned);
+        counter!("cachelet_s3_requests_total", "outcome" => "ok").absolute(stats.s3_requests);
+        counter!("cachelet_s3_requests_total", "outcome" => "client_error")
+            .absolute(stats.s3_client_errors);
+        counter!("cachelet_s3_requests_total", "outcome" => "server_error")
+            .absolute(stats.s3_server_errors);
+        counter!("cachelet_s3_around_cache_total", "kind" => "read")
+            .absolute(stats.s3_around_reads);
+        counter!("cachelet_s3_around_cache_total", "kind" => "write")
+            .absolute(stats.s3_around_writes);
         gauge!("cachelet_drained").set(if stats.drained { 1.0 } else { 0.0 });
     });
 }
@@ -197,6 +206,8 @@ mod tests {
             hits: 5,
             misses: 2,
             bytes_used: 100,
+            s3_client_errors: 3,
+            s3_around_reads: 2,
             ..Default::default()
         };
         record(&recorder, &stats);
@@ -210,5 +221,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("cachelet_bytes_used 100"), "{text}");
+        assert!(
+            text.contains("cachelet_s3_requests_total{outcome=\"client_error\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cachelet_s3_around_cache_total{kind=\"read\"} 2"),
+            "{text}"
+        );
     }
 }

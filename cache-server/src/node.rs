@@ -369,6 +369,7 @@ impl CacheNodeBuilder {
                 max_batch_ops: self.max_batch_ops,
                 connections: self.connections,
                 counters: Counters::default(),
+                s3: Arc::default(),
                 shutting_down: AtomicBool::new(false),
                 sketch: FrequencySketch::new(SKETCH_WIDTH),
                 scale: crate::scale_state::ScaleState::new(self.scale),
@@ -455,6 +456,8 @@ pub(crate) struct Inner {
     max_batch_ops: usize,
     pub(crate) connections: crate::connections::ConnLimits,
     counters: Counters,
+    /// The S3 endpoint's counters (zero when it is off).
+    s3: Arc<crate::s3::S3Counters>,
     shutting_down: AtomicBool,
     pub(crate) sketch: FrequencySketch,
     pub(crate) scale: crate::scale_state::ScaleState,
@@ -587,6 +590,11 @@ impl CacheNode {
     /// This node's address in the member list, once known.
     pub fn addr(&self) -> Option<&str> {
         self.inner.self_addr.get().map(String::as_str)
+    }
+
+    /// The counters of this node's S3 endpoint.
+    pub fn s3_counters(&self) -> Arc<crate::s3::S3Counters> {
+        Arc::clone(&self.inner.s3)
     }
 
     /// The application's blob store.
@@ -1504,6 +1512,11 @@ impl CacheNode {
             invalidations_sent: load(&c.invalidations_sent),
             hot_replies: load(&c.hot_replies),
             ghost_hits: e.ghost_hits,
+            s3_requests: load(&self.inner.s3.ok),
+            s3_client_errors: load(&self.inner.s3.client_errors),
+            s3_server_errors: load(&self.inner.s3.server_errors),
+            s3_around_reads: load(&self.inner.s3.around_reads),
+            s3_around_writes: load(&self.inner.s3.around_writes),
             ..self.inner.scale.stats()
         }
     }

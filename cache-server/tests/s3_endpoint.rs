@@ -186,6 +186,10 @@ async fn boto3_reads_and_writes_through_the_endpoint() {
         node.hits > 0 && node.store_reads > 0 && node.store_writes > 0,
         "{node:?}"
     );
+    // And its own counters, by outcome: the script's refusals are the client's errors.
+    assert!(node.s3_requests > 30, "{node:?}");
+    assert!(node.s3_client_errors >= 10, "{node:?}");
+    assert_eq!(node.s3_server_errors, 0, "{node:?}");
     server.terminate();
 }
 

@@ -28,6 +28,7 @@ mod large;
 mod serve;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -49,12 +50,40 @@ const MAX_KEYS: usize = 1000;
 /// The most parts of one multipart upload (as S3).
 const MAX_PARTS: i32 = 10_000;
 
+/// The S3 endpoint's counters, kept by the node and reported in its stats.
+#[derive(Debug, Default)]
+pub struct S3Counters {
+    /// Requests answered with 2xx or 3xx.
+    pub ok: AtomicU64,
+    /// Requests refused with 4xx.
+    pub client_errors: AtomicU64,
+    /// Requests that failed with 5xx.
+    pub server_errors: AtomicU64,
+    /// Reads of objects too large for the cache, served from the store.
+    pub around_reads: AtomicU64,
+    /// Writes of objects too large for the cache, made to the store.
+    pub around_writes: AtomicU64,
+}
+
+impl S3Counters {
+    /// Counts one answered request by its status.
+    pub fn count(&self, status: u16) {
+        match status {
+            500.. => &self.server_errors,
+            400.. => &self.client_errors,
+            _ => &self.ok,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The S3 operations of one application's cache.
 pub struct S3Gateway {
     client: CacheClient,
     store: Arc<dyn ObjectStore>,
     max_value: u64,
     unbounded_reads: bool,
+    counters: Arc<S3Counters>,
 }
 
 impl std::fmt::Debug for S3Gateway {
@@ -76,7 +105,19 @@ impl S3Gateway {
             store,
             max_value,
             unbounded_reads: false,
+            counters: Arc::default(),
         }
+    }
+
+    /// Keeps its counters in `counters` (the node's: [`crate::CacheNode::s3_counters`]).
+    /// Default: counters of its own.
+    pub fn counters(mut self, counters: Arc<S3Counters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    pub(crate) fn counters_handle(&self) -> Arc<S3Counters> {
+        Arc::clone(&self.counters)
     }
 
     /// Reads each large object whole into memory before serving it. Unsafe: only for checking
@@ -106,6 +147,7 @@ impl S3Gateway {
             Ok(Some(fetched)) => Ok(Found::Cached(fetched)),
             Ok(None) => Err(s3_error!(NoSuchKey)),
             Err(cache_client::Error::ValueTooLarge(_)) => {
+                self.counters.around_reads.fetch_add(1, Ordering::Relaxed);
                 let path = object_path(key)?;
                 let meta = self.store.head(&path).await.map_err(store_err)?;
                 Ok(Found::Large(path, meta))
@@ -145,6 +187,7 @@ impl S3Gateway {
         E: std::fmt::Display,
     {
         let path = object_path(key)?;
+        self.counters.around_writes.fetch_add(1, Ordering::Relaxed);
         let put = large::write(self.store.as_ref(), &path, head, rest).await?;
         self.forget(key).await?;
         Ok(put.e_tag.unwrap_or_default())

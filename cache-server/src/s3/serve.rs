@@ -66,6 +66,7 @@ where
     let max_connections = settings.max_connections;
     let header_timeout = settings.header_timeout;
     let shutdown_grace = settings.shutdown_grace;
+    let counters = gateway.counters_handle();
     let service = service(gateway, settings);
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -83,16 +84,19 @@ where
                 }
             };
             let (service, acceptor, stop) = (service.clone(), acceptor.clone(), stop_rx.clone());
+            let counters = Arc::clone(&counters);
             tokio::spawn(async move {
                 let _permit = permit;
                 match acceptor {
                     Some(acceptor) => {
                         let tls = tokio::time::timeout(header_timeout, acceptor.accept(stream));
                         if let Ok(Ok(tls)) = tls.await {
-                            connection(tls, peer, service, header_timeout, stop).await;
+                            connection(tls, peer, service, counters, header_timeout, stop).await;
                         }
                     }
-                    None => connection(stream, peer, service, header_timeout, stop).await,
+                    None => {
+                        connection(stream, peer, service, counters, header_timeout, stop).await;
+                    }
                 }
             });
         }
@@ -126,6 +130,7 @@ async fn connection<S>(
     stream: S,
     peer: std::net::SocketAddr,
     service: s3s::service::S3Service,
+    counters: Arc<super::S3Counters>,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -134,7 +139,12 @@ async fn connection<S>(
     let handler =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(Caller(peer));
-            hyper::service::Service::call(&service, req)
+            let (service, counters) = (service.clone(), Arc::clone(&counters));
+            async move {
+                let response = hyper::service::Service::call(&service, req).await;
+                counters.count(response.as_ref().map_or(500, |r| r.status().as_u16()));
+                response
+            }
         });
     let conn = hyper::server::conn::http1::Builder::new()
         .header_read_timeout(header_timeout)
