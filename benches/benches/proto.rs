@@ -41,6 +41,7 @@ fn reply() -> pb::BatchReply {
                     tier: pb::Tier::Home as i32,
                     hot: false,
                     lease_ms: 0,
+                    ..Default::default()
                 })),
             })
             .collect(),

@@ -61,7 +61,7 @@ pub enum Tier {
 }
 
 impl Tier {
-    fn from_wire(t: i32) -> Self {
+    pub(crate) fn from_wire(t: i32) -> Self {
         match pb::Tier::try_from(t) {
             Ok(pb::Tier::Local) => Tier::Local,
             Ok(pb::Tier::Home) => Tier::Home,
@@ -1187,7 +1187,7 @@ impl CacheClient {
     /// without caching it. A node that no longer owns the key says so with its member list;
     /// the client then routes by the newer list and tries again. Returns the result and
     /// whether a fallback node served it.
-    async fn route<F>(
+    pub(crate) async fn route<F>(
         &self,
         key: &str,
         fallback_ok: bool,
@@ -1334,7 +1334,7 @@ impl CacheClient {
         }
     }
 
-    fn count<T>(&self, result: Result<T>) -> Result<T> {
+    pub(crate) fn count<T>(&self, result: Result<T>) -> Result<T> {
         if result.is_err() {
             self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -1446,6 +1446,6 @@ fn invalid_key(e: cache_core::Error) -> Error {
     }
 }
 
-fn unexpected(result: &pb::reply::Result) -> Error {
+pub(crate) fn unexpected(result: &pb::reply::Result) -> Error {
     Error::Internal(format!("unexpected reply {result:?}"))
 }

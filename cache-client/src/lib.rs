@@ -11,6 +11,9 @@
 //!   `unix:PATH` entry; TLS and the bearer token, when set) and its long-lived `Pipe` stream,
 //!   whose request body puts every ready op into one message and whose reader task matches
 //!   replies to ops.
+//! - [`objects`]: objects of any size as streams ([`CacheClient::get_stream`],
+//!   [`CacheClient::get_range`]); those larger than the largest value in chunks of one
+//!   version ([`CacheClient::get_chunk`]).
 //! - [`store`]: [`CachedStore`], the cache as an `object_store::ObjectStore` over the store
 //!   the nodes use: reads and writes through the cache, listings and objects too large for
 //!   it from the store.
@@ -47,6 +50,7 @@ mod conn;
 pub mod error;
 mod leases;
 mod local;
+pub mod objects;
 pub mod store;
 
 pub use client::{
@@ -55,4 +59,5 @@ pub use client::{
 };
 pub use error::{Error, Result};
 pub use local::LocalAdmission;
+pub use objects::{Chunk, Streamed};
 pub use store::CachedStore;

@@ -85,6 +85,35 @@ impl CachedStore {
         &self.inner
     }
 
+    /// A get of an object larger than the largest value: in chunks of one version through the
+    /// cache, or, above the largest object the nodes serve in chunks, from `inner`.
+    async fn get_chunked(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let key = location.as_ref();
+        let first = match self.cache.get_chunk(key, "", 0).await {
+            Ok(first) => first,
+            Err(Error::ValueTooLarge(_)) => return self.inner.get_opts(location, options).await,
+            Err(e) => return Err(store_error(location, e)),
+        };
+        let meta = meta_of(location, first.size, &first.version, first.modified_ms);
+        let range = check(&options, &meta)?;
+        if options.head {
+            let empty = futures::stream::once(async { Ok(Bytes::new()) }).boxed();
+            return Ok(result(meta, range, empty));
+        }
+        let location_owned = location.clone();
+        let body = self
+            .cache
+            .stream_from(key, first, range.clone())
+            .body
+            .map(move |piece| piece.map_err(|e| store_error(&location_owned, e)))
+            .boxed();
+        Ok(result(meta, range, body))
+    }
+
     /// Has the key's home node drop its copy after a write around the cache.
     async fn forget(&self, location: &Path) -> object_store::Result<()> {
         self.cache
@@ -128,19 +157,46 @@ fn store_error(location: &Path, err: Error) -> object_store::Error {
     }
 }
 
-/// A cached copy's metadata, as the store would give it.
-fn meta_of(location: &Path, fetched: &Fetched) -> ObjectMeta {
-    let last_modified = fetched
-        .modified_ms
+/// An object's metadata, as the store would give it.
+fn meta_of(location: &Path, size: u64, version: &str, modified_ms: Option<u64>) -> ObjectMeta {
+    let last_modified = modified_ms
         .and_then(|ms| i64::try_from(ms).ok())
         .and_then(chrono::DateTime::from_timestamp_millis)
         .unwrap_or_default();
     ObjectMeta {
         location: location.clone(),
         last_modified,
-        size: fetched.value.len() as u64,
-        e_tag: Some(fetched.version.clone()),
+        size,
+        e_tag: Some(version.to_owned()),
         version: None,
+    }
+}
+
+/// Checks a get's preconditions against `meta`, and resolves its range.
+fn check(options: &GetOptions, meta: &ObjectMeta) -> object_store::Result<Range<u64>> {
+    options.check_preconditions(meta)?;
+    match &options.range {
+        Some(r) => r
+            .as_range(meta.size)
+            .map_err(|e| object_store::Error::Generic {
+                store: STORE,
+                source: Box::new(e),
+            }),
+        None => Ok(0..meta.size),
+    }
+}
+
+fn result(
+    meta: ObjectMeta,
+    range: Range<u64>,
+    payload: BoxStream<'static, object_store::Result<Bytes>>,
+) -> GetResult {
+    GetResult {
+        payload: GetResultPayload::Stream(payload),
+        meta,
+        range,
+        attributes: Attributes::default(),
+        extensions: Default::default(),
     }
 }
 
@@ -150,17 +206,9 @@ fn answer(
     fetched: Fetched,
     options: &GetOptions,
 ) -> object_store::Result<GetResult> {
-    let meta = meta_of(location, &fetched);
-    options.check_preconditions(&meta)?;
-    let range: Range<u64> = match &options.range {
-        Some(r) => r
-            .as_range(meta.size)
-            .map_err(|e| object_store::Error::Generic {
-                store: STORE,
-                source: Box::new(e),
-            })?,
-        None => 0..meta.size,
-    };
+    let size = fetched.value.len() as u64;
+    let meta = meta_of(location, size, &fetched.version, fetched.modified_ms);
+    let range = check(options, &meta)?;
     let bytes = if options.head {
         Bytes::new()
     } else {
@@ -170,13 +218,8 @@ fn answer(
         );
         fetched.value.slice(start..end)
     };
-    Ok(GetResult {
-        payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(bytes) }).boxed()),
-        meta,
-        range,
-        attributes: Attributes::default(),
-        extensions: Default::default(),
-    })
+    let payload = futures::stream::once(async move { Ok(bytes) }).boxed();
+    Ok(result(meta, range, payload))
 }
 
 #[async_trait]
@@ -256,10 +299,9 @@ impl ObjectStore for CachedStore {
                 path: location.to_string(),
                 source: "no such blob".into(),
             }),
-            // Too large for the cache, or a key it does not take (the reserved prefix).
-            Err(Error::ValueTooLarge(_) | Error::InvalidKey(_)) => {
-                self.inner.get_opts(location, options).await
-            }
+            Err(Error::ValueTooLarge(_)) => self.get_chunked(location, options).await,
+            // A key the cache does not take (the reserved prefix).
+            Err(Error::InvalidKey(_)) => self.inner.get_opts(location, options).await,
             Err(e) => Err(store_error(location, e)),
         }
     }

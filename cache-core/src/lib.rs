@@ -7,6 +7,7 @@
 //! - [`fence`]: fenced ownership: epoch records claimed in the store, acks and seals, and
 //!   whether a key is settled enough to serve from the cache ([`fence::Ownership`]).
 //! - [`limits`]: key and value validation ([`validate_key`], [`Limits`]).
+//! - [`chunks`]: large objects as immutable chunks named by key, version and index.
 //! - [`version`]: [`Version`], the store's ETag for a blob's content.
 //! - [`entries`]: the [`EntryStore`] on `moka`, with read-through and write-through
 //!   primitives that keep the cache from holding content the store no longer has.
@@ -27,6 +28,7 @@
 
 pub mod advisor;
 pub mod auth;
+pub mod chunks;
 pub mod clock;
 pub mod entries;
 pub mod error;

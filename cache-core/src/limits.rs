@@ -4,6 +4,7 @@
 //! key `a/b.json` is the blob `a/b.json`. To keep one blob from having two cache entries under
 //! two spellings, keys must be in canonical form.
 
+use crate::chunks::{DEFAULT_CHUNK_BYTES, DEFAULT_MAX_OBJECT_BYTES};
 use crate::error::{Error, Result, echo};
 
 /// The longest key, in bytes.
@@ -23,23 +24,46 @@ pub const RESERVED_KEY: &str = "_cachelet";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// The largest value a put may carry, and the largest blob a get will cache.
+    /// The largest value a put may carry, and the largest blob a get will cache whole.
     /// Default: [`DEFAULT_MAX_VALUE_BYTES`] (16 MiB).
     pub max_value_bytes: u64,
+    /// The size of the chunks of larger objects ([`crate::chunks`]), at most
+    /// `max_value_bytes`. Default: [`DEFAULT_CHUNK_BYTES`] (4 MiB).
+    pub chunk_bytes: u64,
+    /// The largest object served in chunks; larger ones are not cached. Default:
+    /// [`DEFAULT_MAX_OBJECT_BYTES`] (1 GiB).
+    pub max_object_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
         }
     }
 }
 
 impl Limits {
-    /// Sets the largest value in bytes. Default: 16 MiB.
+    /// Sets the largest value in bytes. Default: 16 MiB. The chunk size is lowered to it
+    /// when larger.
     pub fn with_max_value_bytes(mut self, max: u64) -> Self {
         self.max_value_bytes = max;
+        self.chunk_bytes = self.chunk_bytes.min(max).max(1);
+        self
+    }
+
+    /// Sets the chunk size of large objects in bytes, at most the largest value and at least
+    /// one byte. Default: 4 MiB.
+    pub fn with_chunk_bytes(mut self, chunk: u64) -> Self {
+        self.chunk_bytes = chunk.clamp(1, self.max_value_bytes.max(1));
+        self
+    }
+
+    /// Sets the largest object served in chunks, in bytes. Default: 1 GiB.
+    pub fn with_max_object_bytes(mut self, max: u64) -> Self {
+        self.max_object_bytes = max;
         self
     }
 

@@ -38,9 +38,15 @@ pub struct Args {
     /// Cache capacity, such as 64MiB or 2GiB.
     #[arg(long, default_value = "64MiB")]
     pub capacity: bytesize::ByteSize,
-    /// Largest value, such as 16MiB.
+    /// Largest value cached whole, such as 16MiB.
     #[arg(long, default_value = "16MiB")]
     pub max_value: bytesize::ByteSize,
+    /// Larger objects are cached, and travel, in chunks of this size (at most --max-value).
+    #[arg(long, default_value = "4MiB")]
+    pub chunk_size: bytesize::ByteSize,
+    /// The largest object cached in chunks; larger ones are read from the store uncached.
+    #[arg(long, default_value = "1GiB")]
+    pub max_object: bytesize::ByteSize,
     /// The reply budget: the most value bytes held at once for replies not yet taken by the
     /// transport, uncached store reads and handoff (default: half the capacity, at most
     /// 256MiB, at least two maximal values).
@@ -303,7 +309,12 @@ where
         .app(&args.app)
         .store(open_store(&args.store)?)
         .capacity_bytes(args.capacity.as_u64())
-        .limits(Limits::default().with_max_value_bytes(args.max_value.as_u64()))
+        .limits(
+            Limits::default()
+                .with_max_value_bytes(args.max_value.as_u64())
+                .with_chunk_bytes(args.chunk_size.as_u64())
+                .with_max_object_bytes(args.max_object.as_u64()),
+        )
         .members(members)
         .advertise(advertise)
         .store_timeout(Duration::from_millis(args.store_timeout_ms))

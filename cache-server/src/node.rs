@@ -9,11 +9,14 @@ use bytes::Bytes;
 use cache_core::fence::{Access, Ownership};
 use cache_core::hot::FrequencySketch;
 use cache_core::{
-    Entry, EntryStore, Error, Limits, Lookup, Membership, Version, key_hash, validate_key,
+    Entry, EntryStore, Error, Limits, Lookup, Membership, Version, chunks, key_hash, validate_key,
 };
 use cache_proto::v1 as pb;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{
+    GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
+};
 use tokio::sync::broadcast;
 use tracing::Instrument;
 
@@ -74,6 +77,7 @@ pub struct CacheNodeBuilder {
     leased_writes: bool,
     reply_budget_bytes: Option<u64>,
     bounded_replies: bool,
+    pinned_chunks: bool,
     scale: crate::scale_state::ScaleConfig,
     pub(crate) security: crate::security::Security,
 }
@@ -99,6 +103,7 @@ impl Default for CacheNodeBuilder {
             leased_writes: true,
             reply_budget_bytes: None,
             bounded_replies: true,
+            pinned_chunks: true,
             scale: crate::scale_state::ScaleConfig::default(),
             security: crate::security::Security::default(),
         }
@@ -240,6 +245,15 @@ impl CacheNodeBuilder {
         self
     }
 
+    /// Whether a chunk read from the store must be of the version asked for. Default: true.
+    /// Unsafe when false: only for checking that the tests catch a read that mixes two
+    /// versions' bytes.
+    #[doc(hidden)]
+    pub fn pinned_chunks(mut self, on: bool) -> Self {
+        self.pinned_chunks = on;
+        self
+    }
+
     /// The most ops one batch may carry. Default: 4096.
     pub fn max_batch_ops(mut self, n: usize) -> Self {
         self.max_batch_ops = n.max(1);
@@ -370,6 +384,8 @@ impl CacheNodeBuilder {
                 connections: self.connections,
                 counters: Counters::default(),
                 s3: Arc::default(),
+                unpinned_chunks: !self.pinned_chunks,
+                large: chunks::LargeHint::new(LARGE_HINT_SLOTS),
                 shutting_down: AtomicBool::new(false),
                 sketch: FrequencySketch::new(SKETCH_WIDTH),
                 scale: crate::scale_state::ScaleState::new(self.scale),
@@ -381,6 +397,9 @@ impl CacheNodeBuilder {
         })
     }
 }
+
+/// The slots of the hint of keys too large to cache whole (8 bytes each).
+const LARGE_HINT_SLOTS: usize = 4096;
 
 /// How long a write's store call may go on after its caller was answered, by default.
 pub const DEFAULT_ABANDON_WRITES_AFTER: Duration = Duration::from_secs(120);
@@ -412,6 +431,7 @@ fn check_member(membership: &Membership, addr: &str) -> crate::Result<()> {
 #[derive(Debug, Default)]
 struct Counters {
     gets: AtomicU64,
+    chunk_reads: AtomicU64,
     puts: AtomicU64,
     deletes: AtomicU64,
     errors: AtomicU64,
@@ -458,6 +478,10 @@ pub(crate) struct Inner {
     counters: Counters,
     /// The S3 endpoint's counters (zero when it is off).
     s3: Arc<crate::s3::S3Counters>,
+    /// The fault of [`CacheNodeBuilder::pinned_chunks`]`(false)`.
+    unpinned_chunks: bool,
+    /// Keys lately too large to cache whole.
+    large: chunks::LargeHint,
     shutting_down: AtomicBool,
     pub(crate) sketch: FrequencySketch,
     pub(crate) scale: crate::scale_state::ScaleState,
@@ -569,6 +593,19 @@ pub enum Answer {
         /// The read lease granted on it, in milliseconds (0: none).
         lease_ms: u32,
     },
+}
+
+/// One chunk of a large object ([`cache_core::chunks`]).
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The chunk's bytes, and the object's version.
+    pub entry: Entry,
+    /// The tier that served it.
+    pub tier: pb::Tier,
+    /// The object's size, when this read asked the store (0: not asked).
+    pub size: u64,
+    /// The chunk size.
+    pub chunk_bytes: u64,
 }
 
 impl CacheNode {
@@ -1172,8 +1209,20 @@ impl CacheNode {
     ) -> Result<(Entry, Held), Error> {
         let path = blob_path(key)?;
         let c = &self.inner.counters;
-        c.store_reads.fetch_add(1, Ordering::Relaxed);
         let max = self.inner.limits.max_value_bytes;
+        let hash = key_hash(key);
+        if self.inner.large.is_large(hash) {
+            // Lately too large to cache whole: ask its size before reading it all.
+            let meta = self.head_meta(key, budget).await?;
+            if meta.size > max {
+                return Err(Error::ValueTooLarge {
+                    size: meta.size,
+                    max,
+                });
+            }
+            self.inner.large.clear(hash);
+        }
+        c.store_reads.fetch_add(1, Ordering::Relaxed);
         let read = async {
             let result = self
                 .inner
@@ -1182,6 +1231,7 @@ impl CacheNode {
                 .await
                 .map_err(|e| self.store_error(key, e))?;
             if result.meta.size > max {
+                self.inner.large.mark(hash);
                 return Err(Error::ValueTooLarge {
                     size: result.meta.size,
                     max,
@@ -1210,7 +1260,130 @@ impl CacheNode {
         Ok((entry, held))
     }
 
-    async fn head_store(&self, key: &str, budget: Duration) -> Result<Version, Error> {
+    /// Reads chunk `index` of the large object `key` (see [`cache_core::chunks`]) at
+    /// `version`, or, when `version` is empty, at the version the store holds now (asked with
+    /// a metadata call, which also gives the object's size). The settled owner serves the chunk
+    /// from its cache, or loads it with a ranged read of the store and caches it; a fallback
+    /// read, or a key not settled yet, reads the store and caches nothing. A chunk read from
+    /// the store is checked to be of `version`: a write in the middle of a read fails it with
+    /// a version mismatch instead of mixing two versions' bytes.
+    ///
+    /// # Errors
+    /// Invalid key or request, wrong owner, not found, a version mismatch, an object larger
+    /// than [`Limits::max_object_bytes`], store unavailable.
+    pub(crate) async fn read_chunk(
+        &self,
+        key: &str,
+        version: &str,
+        index: u64,
+        fallback: bool,
+        epoch: u64,
+        budget: Duration,
+    ) -> Result<Chunk, Error> {
+        let span = tracing::debug_span!("chunk", key_len = key.len(), index, fallback);
+        async {
+            self.inner
+                .counters
+                .chunk_reads
+                .fetch_add(1, Ordering::Relaxed);
+            validate_key(key)?;
+            let limits = self.inner.limits;
+            let cached = !fallback && self.access(key, epoch).await? == Access::Cached;
+            let (version, size) = if version.is_empty() {
+                let meta = self.head_meta(key, budget).await?;
+                if meta.size > limits.max_object_bytes {
+                    return Err(Error::ValueTooLarge {
+                        size: meta.size,
+                        max: limits.max_object_bytes,
+                    });
+                }
+                (Version::from_meta(&meta), meta.size)
+            } else {
+                (Version::new(version), 0)
+            };
+            let bound = if size > 0 {
+                size
+            } else {
+                limits.max_object_bytes
+            };
+            if index >= chunks::chunk_count(bound, limits.chunk_bytes) {
+                return Err(Error::InvalidRequest(format!(
+                    "chunk {index} of an object of {size} bytes"
+                )));
+            }
+            let load = || self.load_chunk(key, &version, index, budget);
+            let (entry, tier) = if cached {
+                let name = chunks::chunk_key(key, version.as_str(), index);
+                let (entry, how) = self.inner.entries.get_or_load(&name, load).await?;
+                (entry, tier_of(how))
+            } else {
+                (load().await?, pb::Tier::Store)
+            };
+            self.inner
+                .counters
+                .bytes_served
+                .fetch_add(entry.size(), Ordering::Relaxed);
+            Ok(Chunk {
+                entry,
+                tier,
+                size,
+                chunk_bytes: limits.chunk_bytes,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// One chunk of `version` of `key`, read from the store with a ranged read.
+    async fn load_chunk(
+        &self,
+        key: &str,
+        version: &Version,
+        index: u64,
+        budget: Duration,
+    ) -> Result<Entry, Error> {
+        let path = blob_path(key)?;
+        let chunk = self.inner.limits.chunk_bytes;
+        let start = index.saturating_mul(chunk);
+        let c = &self.inner.counters;
+        c.store_reads.fetch_add(1, Ordering::Relaxed);
+        let read = async {
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(start..start.saturating_add(chunk))),
+                ..GetOptions::default()
+            };
+            let result = self
+                .inner
+                .store
+                .get_opts(&path, options)
+                .await
+                .map_err(|e| self.store_error(key, e))?;
+            let found = Version::from_meta(&result.meta);
+            // The pin: these bytes are of the version asked for, or the read fails.
+            if found != *version && !self.inner.unpinned_chunks {
+                return Err(Error::VersionMismatch {
+                    expected: version.as_str().to_owned(),
+                    found: found.as_str().to_owned(),
+                });
+            }
+            let modified = found.modified_ms().unwrap_or(0);
+            let bytes = result.bytes().await.map_err(|e| self.store_error(key, e))?;
+            Ok(Entry::new(
+                bytes,
+                version.clone().with_modified_ms(modified),
+            ))
+        };
+        let limit = self.store_deadline(budget);
+        let entry = tokio::time::timeout(limit, read)
+            .await
+            .map_err(|_| self.store_timed_out(limit))??;
+        c.store_read_bytes
+            .fetch_add(entry.size(), Ordering::Relaxed);
+        Ok(entry)
+    }
+
+    /// The store's metadata of `key`.
+    async fn head_meta(&self, key: &str, budget: Duration) -> Result<ObjectMeta, Error> {
         let path = blob_path(key)?;
         self.inner
             .counters
@@ -1221,13 +1394,18 @@ impl CacheNode {
                 .store
                 .head(&path)
                 .await
-                .map(|meta| Version::from_meta(&meta))
                 .map_err(|e| self.store_error(key, e))
         };
         let limit = self.store_deadline(budget);
         tokio::time::timeout(limit, head)
             .await
             .map_err(|_| self.store_timed_out(limit))?
+    }
+
+    async fn head_store(&self, key: &str, budget: Duration) -> Result<Version, Error> {
+        self.head_meta(key, budget)
+            .await
+            .map(|meta| Version::from_meta(&meta))
     }
 
     async fn write_store(
@@ -1503,6 +1681,7 @@ impl CacheNode {
             lease_expiry_waits: self.inner.leases.expiry_waits.load(Ordering::Relaxed),
             reply_held_bytes: self.inner.budget.held_bytes(),
             gets: load(&c.gets),
+            chunk_reads: load(&c.chunk_reads),
             puts: load(&c.puts),
             deletes: load(&c.deletes),
             errors: load(&c.errors),

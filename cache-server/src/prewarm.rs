@@ -28,6 +28,8 @@ impl CacheNode {
             .entries
             .snapshot()
             .into_iter()
+            // Chunks of large objects are the cache's own entries, not keys to pre-warm.
+            .filter(|(key, _)| !key.starts_with(cache_core::limits::RESERVED_PREFIX))
             .map(|(key, entry)| ManifestEntry {
                 freq: self.inner.sketch.estimate(key_hash(&key)),
                 size: entry.size(),

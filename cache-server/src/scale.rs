@@ -320,6 +320,15 @@ impl CacheNode {
         let epoch = current.epoch();
         let mut departed = HashMap::new();
         for (key, entry) in entries.snapshot() {
+            if let Some(object) = cache_core::chunks::object_of(&key) {
+                // Chunks are never handed over (the new owner reads them from the store), and
+                // never go stale (they are named by version): those of keys given up only take
+                // room.
+                if current.owner(object) != me {
+                    entries.invalidate(&key).await;
+                }
+                continue;
+            }
             if current.owner(&key) != me {
                 // Only a copy this node held as the key's owner is worth handing over.
                 if adopted.previous.owner(&key) == me {

@@ -80,6 +80,8 @@ fn answer_result(answer: Answer) -> pb::reply::Result {
             tier: tier as i32,
             hot,
             lease_ms,
+            size: 0,
+            chunk_bytes: 0,
         }),
         Answer::NotModified {
             version,
@@ -193,6 +195,35 @@ async fn run_op(
                     };
                     (reply, Held::none())
                 }),
+            OpKind::Chunk {
+                key,
+                version,
+                index,
+                fallback,
+                epoch,
+            } => {
+                let chunk = node
+                    .read_chunk(&key, &version, index, fallback, epoch, budget)
+                    .await?;
+                let held = account.hold(chunk.entry.size(), budget).await?;
+                let version = &chunk.entry.version;
+                let reply = pb::Reply {
+                    id,
+                    result: Some(pb::reply::Result::Value(pb::Value {
+                        version: Some(pb::Version {
+                            etag: version.as_str().to_owned(),
+                            modified_ms: version.modified_ms().unwrap_or(0),
+                        }),
+                        value: chunk.entry.value,
+                        tier: chunk.tier as i32,
+                        hot: false,
+                        lease_ms: 0,
+                        size: chunk.size,
+                        chunk_bytes: chunk.chunk_bytes,
+                    })),
+                };
+                Ok((reply, held))
+            }
             OpKind::Delete { key, epoch, forget } => {
                 let deleted = if forget {
                     node.forget(&key, epoch, budget).await
@@ -237,6 +268,13 @@ enum OpKind {
         // Only the cached copy (`pb::Delete::forget`).
         forget: bool,
     },
+    Chunk {
+        key: String,
+        version: String,
+        index: u64,
+        fallback: bool,
+        epoch: u64,
+    },
 }
 
 fn read_options<'a>(get: &'a pb::Get, epoch: u64, account: Option<&'a Account>) -> ReadOptions<'a> {
@@ -278,6 +316,16 @@ async fn triage(
                 key: p.key,
                 value: p.value,
                 if_match: p.if_match,
+                epoch,
+            },
+        )),
+        Some(pb::op::Kind::GetChunk(c)) => Err((
+            id,
+            OpKind::Chunk {
+                key: c.key,
+                version: c.version,
+                index: c.index,
+                fallback: c.fallback,
                 epoch,
             },
         )),

@@ -50,6 +50,11 @@ fn kind() -> impl Strategy<Value = Option<pb::op::Kind>> {
             }),
         1 => (key(), any::<bool>())
             .prop_map(|(key, forget)| Some(pb::op::Kind::Delete(pb::Delete { key, forget }))),
+        1 => (key(), "\\PC{0,8}", any::<u64>(), any::<bool>()).prop_map(
+            |(key, version, index, fallback)| {
+                Some(pb::op::Kind::GetChunk(pb::GetChunk { key, version, index, fallback }))
+            }
+        ),
         1 => Just(None),
     ]
 }

@@ -294,6 +294,12 @@ async fn object_store_s3_client_works_against_the_endpoint() {
         s3.get(&path).await,
         Err(object_store::Error::NotFound { .. })
     ));
+    // Large objects were written around the cache, and read through it in chunks.
+    let stats = stats(&server).await;
+    let node = stats.nodes[0].stats.as_ref().expect("the node's counters");
+    assert!(node.s3_around_writes >= 2, "{node:?}");
+    assert_eq!(node.s3_around_reads, 0, "{node:?}");
+    assert!(node.chunk_reads >= 6, "{node:?}");
     server.terminate();
 }
 

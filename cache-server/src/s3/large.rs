@@ -71,6 +71,38 @@ pub(crate) fn read(
     StreamingBlob::wrap(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
+/// A stream of chunks read through the cache, as a response body: a task takes the chunks
+/// and hands them over one at a time (the body must be `Sync`, the stream is not).
+pub(crate) fn blob(
+    body: futures::stream::BoxStream<'static, cache_client::Result<Bytes>>,
+) -> StreamingBlob {
+    let (tx, rx) = tokio::sync::mpsc::channel::<cache_client::Result<Bytes>>(1);
+    tokio::spawn(async move {
+        let mut body = body;
+        while let Some(piece) = body.next().await {
+            let failed = piece.is_err();
+            if let Err(e) = &piece {
+                tracing::warn!(error = %e, "a chunk of a large object could not be read");
+            }
+            if tx.send(piece).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    StreamingBlob::wrap(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// All of a stream of chunks in memory. Only for the unbounded-reads fault.
+pub(crate) async fn collect(
+    mut body: futures::stream::BoxStream<'static, cache_client::Result<Bytes>>,
+) -> S3Result<Bytes> {
+    let mut whole = bytes::BytesMut::new();
+    while let Some(piece) = body.next().await {
+        whole.extend_from_slice(&piece.map_err(super::s3_err)?);
+    }
+    Ok(whole.freeze())
+}
+
 /// Writes `head` then the rest of `body` to the store at `path`, as a multipart upload whose
 /// parts go up [`WRITE_PARALLEL`] at a time. An upload that fails is aborted.
 pub(crate) async fn write<S, E>(

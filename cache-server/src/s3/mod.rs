@@ -147,6 +147,11 @@ impl S3Gateway {
             Ok(Some(fetched)) => Ok(Found::Cached(fetched)),
             Ok(None) => Err(s3_error!(NoSuchKey)),
             Err(cache_client::Error::ValueTooLarge(_)) => {
+                match self.client.get_chunk(key, "", 0).await {
+                    Ok(first) => return Ok(Found::Chunked(first)),
+                    Err(cache_client::Error::ValueTooLarge(_)) => {}
+                    Err(e) => return Err(s3_err(e)),
+                }
                 self.counters.around_reads.fetch_add(1, Ordering::Relaxed);
                 let path = object_path(key)?;
                 let meta = self.store.head(&path).await.map_err(store_err)?;
@@ -256,6 +261,9 @@ impl S3Gateway {
 /// A key's object: from the cache, or, too large for it, in the store.
 enum Found {
     Cached(Fetched),
+    /// Larger than a whole value: its first chunk, which gives its version and size.
+    Chunked(cache_client::Chunk),
+    /// Larger than the nodes serve in chunks: in the store.
     Large(Path, object_store::ObjectMeta),
 }
 
@@ -390,6 +398,7 @@ impl S3 for S3Gateway {
         let found = self.fetch(&input.key).await?;
         let (version, modified_ms, full) = match &found {
             Found::Cached(f) => (f.version.clone(), f.modified_ms, f.value.len() as u64),
+            Found::Chunked(c) => (c.version.clone(), c.modified_ms, c.size),
             Found::Large(_, meta) => {
                 let (version, modified) = stored_version(meta);
                 (version, modified, meta.size)
@@ -411,13 +420,20 @@ impl S3 for S3Gateway {
             }
         };
         let length = range.end - range.start;
+        let (start, end) = (
+            usize::try_from(range.start).unwrap_or(usize::MAX),
+            usize::try_from(range.end).unwrap_or(usize::MAX),
+        );
         let body = match found {
-            Found::Cached(f) => {
-                let (start, end) = (
-                    usize::try_from(range.start).unwrap_or(usize::MAX),
-                    usize::try_from(range.end).unwrap_or(usize::MAX),
-                );
-                StreamingBlob::from(s3s::Body::from(f.value.slice(start..end)))
+            Found::Cached(f) => StreamingBlob::from(s3s::Body::from(f.value.slice(start..end))),
+            Found::Chunked(first) => {
+                let streamed = self.client.stream_from(&input.key, first, range);
+                if self.unbounded_reads {
+                    let whole = large::collect(streamed.body).await?;
+                    StreamingBlob::from(s3s::Body::from(whole))
+                } else {
+                    large::blob(streamed.body)
+                }
             }
             Found::Large(path, _) if self.unbounded_reads => {
                 let whole = self
@@ -428,10 +444,6 @@ impl S3 for S3Gateway {
                     .bytes()
                     .await
                     .map_err(store_err)?;
-                let (start, end) = (
-                    usize::try_from(range.start).unwrap_or(usize::MAX),
-                    usize::try_from(range.end).unwrap_or(usize::MAX),
-                );
                 StreamingBlob::from(s3s::Body::from(whole.slice(start..end)))
             }
             Found::Large(path, meta) => {
@@ -459,6 +471,7 @@ impl S3 for S3Gateway {
         self.bucket(&input.bucket)?;
         let (version, modified_ms, size) = match self.fetch(&input.key).await? {
             Found::Cached(f) => (f.version, f.modified_ms, f.value.len() as u64),
+            Found::Chunked(c) => (c.version, c.modified_ms, c.size),
             Found::Large(_, meta) => {
                 let (version, modified) = stored_version(&meta);
                 (version, modified, meta.size)
@@ -645,6 +658,7 @@ impl S3 for S3Gateway {
         let source = self.fetch(key).await?;
         let version = match &source {
             Found::Cached(f) => f.version.clone(),
+            Found::Chunked(c) => c.version.clone(),
             Found::Large(_, meta) => stored_version(meta).0,
         };
         if let Some(c) = &input.copy_source_if_match
@@ -661,6 +675,12 @@ impl S3 for S3Gateway {
             Found::Cached(f) => {
                 let written = self.write(&input.key, f.value, None, None).await?;
                 (written.version, written.modified_ms)
+            }
+            Found::Chunked(first) => {
+                let size = first.size;
+                let body = self.client.stream_from(key, first, 0..size).body;
+                let tag = self.write_large(&input.key, Bytes::new(), body).await?;
+                (tag, None)
             }
             Found::Large(from, meta) => {
                 // Pinned to the version checked above: a copy of a newer one fails.
