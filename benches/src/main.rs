@@ -31,6 +31,12 @@ enum Command {
     /// stops and store outages; every op is recorded and the history checked. Exits with 2
     /// when the checker finds anomalies.
     Check(Box<cache_bench::check::CheckArgs>),
+    /// The S3 endpoint against moto, Azurite and `CacheClient::get`: GetObject latency, and
+    /// the throughput of a large object on a miss and cached.
+    S3(cache_bench::s3::S3Args),
+    /// Measures for `s3`, in a process whose environment points at Azurite.
+    #[command(hide = true)]
+    S3Client(Box<cache_bench::s3::S3ClientArgs>),
     /// Holds a read lease on one key until killed (the process `modes` stops).
     #[command(hide = true)]
     Hold(cache_bench::modes::HoldArgs),
@@ -70,6 +76,8 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Ping(args) => cache_bench::ping::run(args).await?,
         Command::Modes(args) => cache_bench::modes::run(args).await?,
         Command::Hold(args) => cache_bench::modes::hold(args).await?,
+        Command::S3(args) => cache_bench::s3::run(args).await?,
+        Command::S3Client(args) => cache_bench::s3::measure(*args).await?,
         Command::Scale(args) => {
             cache_bench::scale::run(args).await?;
         }

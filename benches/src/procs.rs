@@ -455,6 +455,19 @@ impl ProcessCluster {
             .collect()
     }
 
+    /// The value of `field=` in the first log line of any node that has it, such as the
+    /// S3 endpoint's address (`s3_addr`).
+    pub fn logged(&self, field: &str) -> Option<String> {
+        let needle = format!("{field}=");
+        self.nodes.iter().find_map(|node| {
+            let log = node.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.iter().find_map(|line| {
+                let rest = line.split(needle.as_str()).nth(1)?;
+                rest.split_whitespace().next().map(str::to_owned)
+            })
+        })
+    }
+
     /// How the nodes run, for reports.
     pub fn describe(&self) -> String {
         format!("{} cache-server processes on loopback", self.nodes.len())
