@@ -248,6 +248,18 @@ pub fn secure(args: &Args, builder: CacheNodeBuilder) -> anyhow::Result<CacheNod
     if let Some(metrics) = args.metrics {
         exposure("metrics", metrics)?;
     }
+    if let Some(s3) = args.s3
+        && args.s3_anonymous
+    {
+        // With --auth, unsigned S3 requests are served to loopback callers only.
+        exposure("unsigned S3 requests", s3)?;
+    }
+    if args.s3.is_some() && args.auth.is_some() && args.s3_token_file.is_none() {
+        anyhow::bail!(
+            "--s3 on a node with --auth needs --s3-token-file: a data token for {:?}, which              the S3 endpoint presents to the other nodes",
+            args.app
+        );
+    }
     let mut builder = builder.insecure(args.insecure);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         builder = builder.tls(TlsConfig::from_files(
@@ -508,6 +520,39 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_s3_endpoint_is_secure_by_default() {
+        let check = |extra: &[&str]| {
+            let mut argv = vec!["cache-server", "--app", "a", "--store", "memory:///"];
+            argv.extend_from_slice(extra);
+            let args = Args::try_parse_from(argv).unwrap();
+            secure(&args, CacheNode::builder()).map(|_| ())
+        };
+        // Unsigned requests on a reachable address, on a node without credentials: refused.
+        let err = check(&["--s3", "0.0.0.0:9000", "--s3-anonymous"]).unwrap_err();
+        assert!(err.to_string().contains("unsigned S3 requests"), "{err}");
+        assert!(check(&["--s3", "127.0.0.1:9000", "--s3-anonymous"]).is_ok());
+        assert!(check(&["--s3", "0.0.0.0:9000", "--s3-anonymous", "--insecure"]).is_ok());
+        // Signed requests only: fine anywhere.
+        assert!(check(&["--s3", "0.0.0.0:9000", "--s3-keys", "k"]).is_ok());
+        // A node with tokens needs one for its endpoint.
+        let err = check(&["--auth", "f", "--s3", "127.0.0.1:9000", "--s3-keys", "k"]).unwrap_err();
+        assert!(err.to_string().contains("--s3-token-file"), "{err}");
+        assert!(
+            Args::try_parse_from([
+                "cache-server",
+                "--app",
+                "a",
+                "--store",
+                "m",
+                "--s3-keys",
+                "k"
+            ])
+            .is_err(),
+            "--s3-keys needs --s3"
+        );
+    }
 
     #[test]
     fn parses_sizes_and_peers() {
