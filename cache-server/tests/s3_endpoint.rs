@@ -555,3 +555,64 @@ async fn the_readmes_boto3_function_and_cli_go_through_the_cache() {
     assert_eq!(landed.len(), 3 << 20);
     server.terminate();
 }
+
+/// Any node's endpoint serves any key: through one node's endpoint, the keys another node
+/// owns are written and read on that node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_nodes_endpoint_serves_the_keys_of_every_node() {
+    let store_dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_file(dir.path());
+    let store = format!("file://{}", store_dir.path().display());
+    let a = Server::spawn(
+        &[
+            "--app",
+            APP,
+            "--store",
+            &store,
+            "--s3",
+            "127.0.0.1:0",
+            "--s3-keys",
+            &keys,
+        ],
+        &[],
+    );
+    let b = Server::spawn(&["--app", APP, "--store", &store], &[]);
+    let cache = cache_client::CacheClient::builder()
+        .app(APP)
+        .nodes([a.addr.clone()])
+        .build()
+        .await
+        .unwrap();
+    cache
+        .set_members(None, vec![a.addr.clone(), b.addr.clone()])
+        .await
+        .unwrap();
+    let s3 = endpoint_store(&a.s3_addr());
+    let keys: Vec<String> = (0..40).map(|i| format!("spread/{i}")).collect();
+    for key in &keys {
+        s3.put(&Path::from(key.as_str()), Bytes::from(key.clone()).into())
+            .await
+            .unwrap();
+    }
+    for key in &keys {
+        let got = s3.get(&Path::from(key.as_str())).await.unwrap();
+        assert_eq!(got.bytes().await.unwrap(), key.as_bytes());
+    }
+    let on_b = keys.iter().filter(|k| cache.home_of(k) == b.addr).count();
+    assert!(on_b >= 5, "{on_b} of the keys live on b");
+    let stats = cache.stats().await.unwrap();
+    let b_stats = stats
+        .nodes
+        .iter()
+        .find(|n| n.addr == b.addr)
+        .and_then(|n| n.stats.clone())
+        .expect("b's counters");
+    assert_eq!(b_stats.puts, on_b as u64, "b took the writes of its keys");
+    assert!(
+        b_stats.hits >= on_b as u64,
+        "and served their reads: {b_stats:?}"
+    );
+    a.terminate();
+    b.terminate();
+}

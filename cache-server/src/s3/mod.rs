@@ -49,6 +49,8 @@ const UPLOADS_PREFIX: &str = "_cachelet/uploads/";
 const MAX_KEYS: usize = 1000;
 /// The most parts of one multipart upload (as S3).
 const MAX_PARTS: i32 = 10_000;
+/// The most bytes one PutObject or UploadPart carries (as S3: 5 GiB).
+const MAX_PUT_BYTES: u64 = 5 << 30;
 
 /// The S3 endpoint's counters, kept by the node and reported in its stats.
 #[derive(Debug, Default)]
@@ -168,17 +170,23 @@ impl S3Gateway {
         let Some(mut body) = body else {
             return Ok(Body::Small(Bytes::new()));
         };
-        if let Some(len) = declared
-            && u64::try_from(len).unwrap_or(u64::MAX) > max
-        {
-            return Ok(Body::Large(Bytes::new(), body));
+        let declared = declared.map(|len| u64::try_from(len).unwrap_or(u64::MAX));
+        if declared.is_some_and(|len| len > MAX_PUT_BYTES) {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "one PUT carries at most {MAX_PUT_BYTES} bytes; use a multipart upload"
+            ));
+        }
+        if declared.is_some_and(|len| len > max) {
+            return Ok(Body::Large(Bytes::new(), bounded(body, 0)));
         }
         let mut buf = BytesMut::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| s3_error!(IncompleteBody, "reading the body: {e}"))?;
             buf.extend_from_slice(&chunk);
             if buf.len() as u64 > max {
-                return Ok(Body::Large(buf.freeze(), body));
+                let seen = buf.len() as u64;
+                return Ok(Body::Large(buf.freeze(), bounded(body, seen)));
             }
         }
         Ok(Body::Small(buf.freeze()))
@@ -256,6 +264,24 @@ impl S3Gateway {
             Err(s3_error!(PreconditionFailed))
         }
     }
+}
+
+/// A body of unknown length, cut off with an error past [`MAX_PUT_BYTES`] (`seen` bytes were
+/// read already).
+fn bounded(body: StreamingBlob, mut seen: u64) -> StreamingBlob {
+    StreamingBlob::wrap(body.map(move |chunk| match chunk {
+        Ok(chunk) => {
+            seen += chunk.len() as u64;
+            if seen > MAX_PUT_BYTES {
+                Err(std::io::Error::other(format!(
+                    "larger than {MAX_PUT_BYTES} bytes, the most one PUT carries"
+                )))
+            } else {
+                Ok(chunk)
+            }
+        }
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    }))
 }
 
 /// A key's object: from the cache, or, too large for it, in the store.
