@@ -85,6 +85,10 @@ async fn a_large_object_is_read_in_chunks_and_then_served_from_the_cache() {
     let chunks = data.len().div_ceil(CHUNK as usize) as u64;
     let first = home(&cluster, &cache, key);
     assert!(first.chunk_reads >= chunks, "{first:?}");
+    // The store was read in parts of whole chunks (here 1 MiB, the largest value): one
+    // ranged read a part, and the one read that found the object too large to cache whole.
+    let parts = (data.len() as u64).div_ceil(MAX_VALUE);
+    assert_eq!(first.store_reads, 1 + parts, "{first:?}");
 
     // Again: every chunk from the cache. The store is asked only for the current version,
     // and no whole read of the object is started (the node remembers it is large).

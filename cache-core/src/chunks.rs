@@ -1,33 +1,41 @@
-//! Large objects in chunks.
+//! Large objects in chunks and parts.
 //!
 //! An object larger than the largest whole value ([`Limits::max_value_bytes`]) and at most
-//! [`Limits::max_object_bytes`] is cached on its home node as fixed-size chunks, and travels
-//! one chunk a message. A chunk is named by the object's key, the object's version and its
-//! index, so its bytes never change: a chunk of one version is never served for another, and
-//! a write needs no chunk invalidated (the old version's chunks are only unreachable, and are
-//! evicted like any entry). A read first learns the object's current version and size, then
-//! asks for each chunk of that version.
+//! [`Limits::max_object_bytes`] travels one chunk ([`Limits::chunk_bytes`], 4 MiB) a message.
+//! Its home node reads it from the store, and caches it, in parts of several chunks
+//! ([`Limits::part_bytes`], 16 MiB: the size of the parallel ranged GETs that InfiniCache and
+//! the AWS S3 performance guide use). A part is named by the object's key, the object's version
+//! and its index, so its bytes never change: a part of one version is never served for
+//! another, and a write needs no part invalidated (the old version's parts are only
+//! unreachable, and are evicted like any entry). A read first learns the object's current
+//! version and size, then asks for each chunk of that version.
 //!
-//! Chunks live in the entry store under [`CHUNK_PREFIX`], inside the reserved prefix, so that
+//! Parts live in the entry store under [`CHUNK_PREFIX`], inside the reserved prefix, so that
 //! no user key can name one.
 //!
 //! [`Limits::max_value_bytes`]: crate::Limits::max_value_bytes
 //! [`Limits::max_object_bytes`]: crate::Limits::max_object_bytes
+//! [`Limits::chunk_bytes`]: crate::Limits::chunk_bytes
+//! [`Limits::part_bytes`]: crate::Limits::part_bytes
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Where chunk entries are kept in a node's entry store (never in the blob store).
-pub const CHUNK_PREFIX: &str = "_cachelet/chunks/";
+/// Where the parts of large objects are kept in a node's entry store (never in the blob
+/// store).
+pub const CHUNK_PREFIX: &str = "_cachelet/parts/";
 
 /// The default chunk size, in bytes (4 MiB).
 pub const DEFAULT_CHUNK_BYTES: u64 = 4 << 20;
 
+/// The default part size, in bytes (16 MiB).
+pub const DEFAULT_PART_BYTES: u64 = 16 << 20;
+
 /// The default largest object the cache serves in chunks, in bytes (1 GiB).
 pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
 
-/// The entry-store key of chunk `index` of version `version` of the object `key`.
-pub fn chunk_key(key: &str, version: &str, index: u64) -> String {
+/// The entry-store key of part `index` of version `version` of the object `key`.
+pub fn part_key(key: &str, version: &str, index: u64) -> String {
     let mut out = String::with_capacity(CHUNK_PREFIX.len() + 2 * version.len() + key.len() + 24);
     out.push_str(CHUNK_PREFIX);
     for b in version.as_bytes() {
@@ -40,9 +48,9 @@ pub fn chunk_key(key: &str, version: &str, index: u64) -> String {
     out
 }
 
-/// The object key that `chunk_key` is a chunk of, or `None` when it is no chunk key.
-pub fn object_of(chunk_key: &str) -> Option<&str> {
-    let rest = chunk_key.strip_prefix(CHUNK_PREFIX)?;
+/// The object key that `part_key` is a part of, or `None` when it is no part key.
+pub fn object_of(part_key: &str) -> Option<&str> {
+    let rest = part_key.strip_prefix(CHUNK_PREFIX)?;
     let (_version, rest) = rest.split_once('/')?;
     let (_index, key) = rest.split_once('/')?;
     (!key.is_empty()).then_some(key)
@@ -51,6 +59,17 @@ pub fn object_of(chunk_key: &str) -> Option<&str> {
 /// How many chunks of `chunk_bytes` an object of `size` bytes has (at least one).
 pub fn chunk_count(size: u64, chunk_bytes: u64) -> u64 {
     size.div_ceil(chunk_bytes.max(1)).max(1)
+}
+
+/// The part that holds chunk `index`, and where in the part the chunk lies. `part_bytes` is
+/// a multiple of `chunk_bytes`, so a chunk never spans two parts.
+pub fn locate(index: u64, chunk_bytes: u64, part_bytes: u64) -> (u64, Range<u64>) {
+    let chunk = chunk_bytes.max(1);
+    let part_bytes = part_bytes.max(chunk);
+    let start = index.saturating_mul(chunk);
+    let part = start / part_bytes;
+    let offset = start - part * part_bytes;
+    (part, offset..offset.saturating_add(chunk))
 }
 
 /// The bytes of the object that chunk `index` holds.
@@ -123,15 +142,15 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn chunk_keys_name_their_object_and_no_user_key() {
-        let k = chunk_key("videos/a b.mp4", "\"etag/1\"", 7);
+    fn part_keys_name_their_object_and_no_user_key() {
+        let k = part_key("videos/a b.mp4", "\"etag/1\"", 7);
         assert_eq!(object_of(&k), Some("videos/a b.mp4"));
         assert!(
             validate_key(&k).is_err(),
             "reserved: no user key is a chunk key"
         );
-        assert_ne!(chunk_key("k", "v1", 0), chunk_key("k", "v2", 0));
-        assert_ne!(chunk_key("k", "v", 0), chunk_key("k", "v", 1));
+        assert_ne!(part_key("k", "v1", 0), part_key("k", "v2", 0));
+        assert_ne!(part_key("k", "v", 0), part_key("k", "v", 1));
         assert_eq!(object_of("videos/a.mp4"), None);
         assert_eq!(object_of("_cachelet/prewarm/x"), None);
     }
@@ -164,6 +183,16 @@ mod tests {
     }
 
     proptest! {
+        /// A chunk lies inside its part, at the object's bytes of the chunk.
+        #[test]
+        fn chunks_lie_inside_their_part(index in 0u64..10_000, chunk in 1u64..64, per_part in 1u64..8) {
+            let part_bytes = chunk * per_part;
+            let (part, within) = locate(index, chunk, part_bytes);
+            prop_assert!(within.end <= part_bytes);
+            prop_assert_eq!(part * part_bytes + within.start, index * chunk);
+            prop_assert_eq!(within.end - within.start, chunk);
+        }
+
         /// The covering chunks, trimmed, are exactly the range, in order.
         #[test]
         fn covering_chunks_are_the_range(
@@ -183,8 +212,8 @@ mod tests {
         }
 
         #[test]
-        fn chunk_keys_round_trip(key in "[a-z0-9/ ._-]{1,40}", version in ".{0,20}", index in 0u64..1 << 40) {
-            let named = chunk_key(&key, &version, index);
+        fn part_keys_round_trip(key in "[a-z0-9/ ._-]{1,40}", version in ".{0,20}", index in 0u64..1 << 40) {
+            let named = part_key(&key, &version, index);
             prop_assert_eq!(object_of(&named), Some(key.as_str()));
         }
     }

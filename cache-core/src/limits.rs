@@ -4,7 +4,7 @@
 //! key `a/b.json` is the blob `a/b.json`. To keep one blob from having two cache entries under
 //! two spellings, keys must be in canonical form.
 
-use crate::chunks::{DEFAULT_CHUNK_BYTES, DEFAULT_MAX_OBJECT_BYTES};
+use crate::chunks::{DEFAULT_CHUNK_BYTES, DEFAULT_MAX_OBJECT_BYTES, DEFAULT_PART_BYTES};
 use crate::error::{Error, Result, echo};
 
 /// The longest key, in bytes.
@@ -33,6 +33,10 @@ pub struct Limits {
     /// The largest object served in chunks; larger ones are not cached. Default:
     /// [`DEFAULT_MAX_OBJECT_BYTES`] (1 GiB).
     pub max_object_bytes: u64,
+    /// The size of the parts in which large objects are read from the store and cached, as
+    /// set; [`Limits::part_bytes`] gives the size in force. Default: [`DEFAULT_PART_BYTES`]
+    /// (16 MiB).
+    pub part_bytes_wanted: u64,
 }
 
 impl Default for Limits {
@@ -41,6 +45,7 @@ impl Default for Limits {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            part_bytes_wanted: DEFAULT_PART_BYTES,
         }
     }
 }
@@ -59,6 +64,21 @@ impl Limits {
     pub fn with_chunk_bytes(mut self, chunk: u64) -> Self {
         self.chunk_bytes = chunk.clamp(1, self.max_value_bytes.max(1));
         self
+    }
+
+    /// Sets the size of the parts in which large objects are read from the store and cached.
+    /// Default: 16 MiB. See [`Limits::part_bytes`].
+    pub fn with_part_bytes(mut self, part: u64) -> Self {
+        self.part_bytes_wanted = part;
+        self
+    }
+
+    /// The part size in force: the size set, at most the largest value, rounded down to a
+    /// whole number of chunks, and at least one chunk.
+    pub fn part_bytes(&self) -> u64 {
+        let chunk = self.chunk_bytes.max(1);
+        let part = self.part_bytes_wanted.min(self.max_value_bytes);
+        (part / chunk).max(1) * chunk
     }
 
     /// Sets the largest object served in chunks, in bytes. Default: 1 GiB.
@@ -141,6 +161,18 @@ pub fn validate_key(key: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_are_whole_chunks_within_the_largest_value() {
+        let l = Limits::default();
+        assert_eq!((l.chunk_bytes, l.part_bytes()), (4 << 20, 16 << 20));
+        let l = Limits::default().with_max_value_bytes(10 << 20);
+        assert_eq!(l.part_bytes(), 8 << 20, "rounded down to whole chunks");
+        let l = Limits::default().with_chunk_bytes(3).with_part_bytes(10);
+        assert_eq!(l.part_bytes(), 9);
+        let l = Limits::default().with_part_bytes(1);
+        assert_eq!(l.part_bytes(), l.chunk_bytes, "at least one chunk");
+    }
 
     #[test]
     fn accepts_plain_paths() {

@@ -44,6 +44,10 @@ pub struct Args {
     /// Larger objects are cached, and travel, in chunks of this size (at most --max-value).
     #[arg(long, default_value = "4MiB")]
     pub chunk_size: bytesize::ByteSize,
+    /// Large objects are read from the store, and cached, in parts of this size: a whole
+    /// number of chunks, at most --max-value.
+    #[arg(long, default_value = "16MiB")]
+    pub part_size: bytesize::ByteSize,
     /// The largest object cached in chunks; larger ones are read from the store uncached.
     #[arg(long, default_value = "1GiB")]
     pub max_object: bytesize::ByteSize,
@@ -325,6 +329,7 @@ where
             Limits::default()
                 .with_max_value_bytes(args.max_value.as_u64())
                 .with_chunk_bytes(args.chunk_size.as_u64())
+                .with_part_bytes(args.part_size.as_u64())
                 .with_max_object_bytes(args.max_object.as_u64()),
         )
         .members(members)

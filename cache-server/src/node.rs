@@ -1311,13 +1311,23 @@ impl CacheNode {
                     "chunk {index} of an object of {size} bytes"
                 )));
             }
-            let load = || self.load_chunk(key, &version, index, budget);
+            let chunk = limits.chunk_bytes;
             let (entry, tier) = if cached {
-                let name = chunks::chunk_key(key, version.as_str(), index);
+                // The part that holds the chunk, from the cache or in one ranged read.
+                let part_bytes = limits.part_bytes();
+                let (part, within) = chunks::locate(index, chunk, part_bytes);
+                let name = chunks::part_key(key, version.as_str(), part);
+                let load = || self.load_range(key, &version, part * part_bytes, part_bytes, budget);
                 let (entry, how) = self.inner.entries.get_or_load(&name, load).await?;
-                (entry, tier_of(how))
+                let end = usize::try_from(within.end)
+                    .map_or(entry.value.len(), |e| e.min(entry.value.len()));
+                let start = usize::try_from(within.start).map_or(end, |s| s.min(end));
+                let value = entry.value.slice(start..end);
+                (Entry::new(value, entry.version), tier_of(how))
             } else {
-                (load().await?, pb::Tier::Store)
+                let start = index.saturating_mul(chunk);
+                let entry = self.load_range(key, &version, start, chunk, budget).await?;
+                (entry, pb::Tier::Store)
             };
             self.inner
                 .counters
@@ -1334,22 +1344,22 @@ impl CacheNode {
         .await
     }
 
-    /// One chunk of `version` of `key`, read from the store with a ranged read.
-    async fn load_chunk(
+    /// `len` bytes of `version` of `key` from `start` (fewer at the end), read from the
+    /// store with a ranged read.
+    async fn load_range(
         &self,
         key: &str,
         version: &Version,
-        index: u64,
+        start: u64,
+        len: u64,
         budget: Duration,
     ) -> Result<Entry, Error> {
         let path = blob_path(key)?;
-        let chunk = self.inner.limits.chunk_bytes;
-        let start = index.saturating_mul(chunk);
         let c = &self.inner.counters;
         c.store_reads.fetch_add(1, Ordering::Relaxed);
         let read = async {
             let options = GetOptions {
-                range: Some(GetRange::Bounded(start..start.saturating_add(chunk))),
+                range: Some(GetRange::Bounded(start..start.saturating_add(len))),
                 ..GetOptions::default()
             };
             let result = self
