@@ -35,8 +35,8 @@ const BUCKET: &str = "cachelet-bench";
 const CONTAINER: &str = "bench";
 const KEY_ID: &str = "AKIDBENCH";
 const SECRET: &str = "YmVuY2gtc2VjcmV0LWtleQ";
-/// The nodes' chunk size (the default), which the miss path reads by.
-const MISS_CHUNK: u64 = cache_core::chunks::DEFAULT_CHUNK_BYTES;
+/// The nodes' part size (the default), which the miss path reads the store by.
+const MISS_CHUNK: u64 = cache_core::chunks::DEFAULT_PART_BYTES;
 
 /// The comparison's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -311,10 +311,10 @@ async fn large(
     let mib = size as f64 / f64::from(1u32 << 20);
     let mut table = Table::new(["read", "median s", "MiB/s"]);
     for (way, name) in [
-        "S3 endpoint, miss (chunks from moto, parallel ranged GETs)",
+        "S3 endpoint, miss (parts from moto, parallel ranged GETs)",
         "S3 endpoint, cached",
         "moto, one GET",
-        "moto, the miss path's ranged GETs (4 MiB, 4 at once)",
+        "moto, the miss path's ranged GETs (16 MiB, 4 at once)",
     ]
     .iter()
     .enumerate()

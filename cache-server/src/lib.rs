@@ -34,6 +34,9 @@
 //! - [`wire`]: request errors as gRPC statuses with a machine-readable detail.
 //! - [`store`]: opening a blob store from a URL; [`store::InstrumentedStore`] for tests.
 //! - [`metrics`]: the counters in Prometheus text format.
+//! - [`s3`]: the S3 endpoint (`--s3`): the `s3s` protocol over a `cache_client::CacheClient`
+//!   whose home node for local keys is this one, by direct call; SigV4 keys, and objects too
+//!   large for the cache streamed from and to the store.
 //! - [`cli`]: the `cache-server` command line.
 //! - [`cluster`]: [`cluster::LocalCluster`], nodes in this process on ephemeral ports.
 //! - [`error`]: the crate's [`Error`].
@@ -46,7 +49,9 @@
 //! newer epoch the request carries; an unsettled key is read from the store uncached; else one
 //! store read for all concurrent misses, cached unless a write or ownership change raced it)
 //! → reply, coalesced with other ready replies on the stream. A put or delete also passes the
-//! write gate (`epochs`), which waits until the key is settled.
+//! write gate (`epochs`), which waits until the key is settled. A `GetChunk` of a large object
+//! takes the same ownership check, then its part from the entry store, or one ranged read of
+//! the store, checked to be of the version asked for.
 //!
 //! # Examples
 //! ```no_run
