@@ -266,6 +266,24 @@ impl S3Gateway {
     }
 }
 
+impl Found {
+    /// The object's version, write time and size.
+    fn meta(&self) -> (String, Option<u64>, u64) {
+        match self {
+            Found::Cached(f) => (f.version.clone(), f.modified_ms, f.value.len() as u64),
+            Found::Chunked(c) => (c.version.clone(), c.modified_ms, c.size),
+            Found::Large(_, meta) => {
+                let version = cache_core::Version::from_meta(meta);
+                (
+                    version.as_str().to_owned(),
+                    version.modified_ms(),
+                    meta.size,
+                )
+            }
+        }
+    }
+}
+
 /// A body of unknown length, cut off with an error past [`MAX_PUT_BYTES`] (`seen` bytes were
 /// read already).
 fn bounded(body: StreamingBlob, mut seen: u64) -> StreamingBlob {
@@ -304,12 +322,6 @@ enum Body {
 fn object_path(key: &str) -> S3Result<Path> {
     cache_core::limits::validate_key(key).map_err(|e| s3_error!(InvalidArgument, "{e}"))?;
     Path::parse(key).map_err(|e| s3_error!(InvalidArgument, "{e}"))
-}
-
-/// The version and write time of an object in the store.
-fn stored_version(meta: &object_store::ObjectMeta) -> (String, Option<u64>) {
-    let version = cache_core::Version::from_meta(meta);
-    (version.as_str().to_owned(), version.modified_ms())
 }
 
 /// The S3 error for a cache error, with the usual code for its kind.
@@ -422,14 +434,7 @@ impl S3 for S3Gateway {
             return Err(s3_error!(NotImplemented, "GET by part number"));
         }
         let found = self.fetch(&input.key).await?;
-        let (version, modified_ms, full) = match &found {
-            Found::Cached(f) => (f.version.clone(), f.modified_ms, f.value.len() as u64),
-            Found::Chunked(c) => (c.version.clone(), c.modified_ms, c.size),
-            Found::Large(_, meta) => {
-                let (version, modified) = stored_version(meta);
-                (version, modified, meta.size)
-            }
-        };
+        let (version, modified_ms, full) = found.meta();
         check_read_conditions(
             input.if_match.as_ref(),
             input.if_none_match.as_ref(),
@@ -495,14 +500,7 @@ impl S3 for S3Gateway {
     ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
         let input = req.input;
         self.bucket(&input.bucket)?;
-        let (version, modified_ms, size) = match self.fetch(&input.key).await? {
-            Found::Cached(f) => (f.version, f.modified_ms, f.value.len() as u64),
-            Found::Chunked(c) => (c.version, c.modified_ms, c.size),
-            Found::Large(_, meta) => {
-                let (version, modified) = stored_version(&meta);
-                (version, modified, meta.size)
-            }
-        };
+        let (version, modified_ms, size) = self.fetch(&input.key).await?.meta();
         check_read_conditions(
             input.if_match.as_ref(),
             input.if_none_match.as_ref(),
@@ -682,11 +680,7 @@ impl S3 for S3Gateway {
         };
         self.bucket(bucket)?;
         let source = self.fetch(key).await?;
-        let version = match &source {
-            Found::Cached(f) => f.version.clone(),
-            Found::Chunked(c) => c.version.clone(),
-            Found::Large(_, meta) => stored_version(meta).0,
-        };
+        let (version, _, _) = source.meta();
         if let Some(c) = &input.copy_source_if_match
             && !matches(c, &version)
         {
