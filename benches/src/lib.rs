@@ -15,6 +15,7 @@
 //! - [`demo`]: `cache-bench demo`, the project's main job, on the same machinery.
 //! - [`ping`]: one-request-at-a-time get latency, cachelet against `redis-server`.
 //! - [`redis_server`]: a `redis-server` process on a free port, for baselines.
+//! - [`ring`]: `cache-bench ring`, the ring at scale: balance, moves, rebuild time and memory.
 //! - [`s3`]: `cache-bench s3`, the S3 endpoint against moto, Azurite and `CacheClient::get`.
 //! - [`modes`]: the local tier's hit ratio and each consistency mode's cost.
 //! - [`scale`]: `cache-bench scale`, scale events under load: handoff, drain, pre-warming.
@@ -38,6 +39,7 @@ pub mod plot;
 pub mod procs;
 pub mod redis_server;
 pub mod report;
+pub mod ring;
 pub mod runner;
 pub mod s3;
 pub mod scale;

@@ -31,6 +31,9 @@ enum Command {
     /// stops and store outages; every op is recorded and the history checked. Exits with 2
     /// when the checker finds anomalies.
     Check(Box<cache_bench::check::CheckArgs>),
+    /// The ring at scale: the balance of shares, keys moved by a join or a leave, and the
+    /// time and memory of a rebuild, for several member counts and points per member.
+    Ring(cache_bench::ring::RingArgs),
     /// The S3 endpoint against moto, Azurite and `CacheClient::get`: GetObject latency, and
     /// the throughput of a large object on a miss and cached.
     S3(cache_bench::s3::S3Args),
@@ -77,6 +80,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Modes(args) => cache_bench::modes::run(args).await?,
         Command::Hold(args) => cache_bench::modes::hold(args).await?,
         Command::S3(args) => cache_bench::s3::run(args).await?,
+        Command::Ring(args) => cache_bench::ring::run(&args)?,
         Command::S3Client(args) => cache_bench::s3::measure(*args).await?,
         Command::Scale(args) => {
             cache_bench::scale::run(args).await?;
