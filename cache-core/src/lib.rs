@@ -16,6 +16,8 @@
 //!   invalid.
 //! - [`hot`]: a count-min [`hot::FrequencySketch`] that marks keys read often, in O(1).
 //! - [`advisor`]: the scaling [`advisor::Advisor`], a pure function of observed figures.
+//! - [`discovery`]: from the addresses a discovery source sees alive to the member list one
+//!   node proposes ([`discovery::Proposer`]): damped joins, prompt leaves, one proposer.
 //! - [`prewarm`]: hot-key manifests and the plan for loading them after scale-to-zero.
 //! - [`auth`]: credentials and roles: the auth file of token hashes, and [`auth::authorize`],
 //!   which decides whether a caller may make a call.
@@ -30,6 +32,7 @@ pub mod advisor;
 pub mod auth;
 pub mod chunks;
 pub mod clock;
+pub mod discovery;
 pub mod entries;
 pub mod error;
 pub mod fence;
