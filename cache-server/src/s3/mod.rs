@@ -253,13 +253,9 @@ impl S3Gateway {
 
     /// The current version of `key`, as the cache holds it, if it matches `condition`.
     async fn current_version(&self, key: &str, condition: &ETagCondition) -> S3Result<String> {
-        let fetched = match self.client.get_entry(key).await {
-            Ok(Some(f)) => f,
-            Ok(None) => return Err(s3_error!(NoSuchKey)),
-            Err(e) => return Err(s3_err(e)),
-        };
-        if matches(condition, &fetched.version) {
-            Ok(fetched.version)
+        let (version, _, _) = self.fetch(key).await?.meta();
+        if matches(condition, &version) {
+            Ok(version)
         } else {
             Err(s3_error!(PreconditionFailed))
         }
