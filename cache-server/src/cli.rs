@@ -146,6 +146,10 @@ pub struct Args {
     /// nodes. Needed with --auth when there are other members.
     #[arg(long, requires = "s3")]
     pub s3_token_file: Option<PathBuf>,
+    /// The most bytes the S3 endpoint holds at once for request bodies and the large objects
+    /// it streams; a request that cannot get its share within 10 s gets `SlowDown`.
+    #[arg(long, default_value = "256MiB", requires = "s3")]
+    pub s3_memory: bytesize::ByteSize,
     /// Reads each object too large for the cache whole into memory before serving it.
     /// Unsafe: only for checking that the memory tests catch it.
     #[arg(long, hide = true, requires = "s3")]
@@ -418,6 +422,7 @@ struct S3Endpoint {
     client: cache_client::CacheClientBuilder,
     max_value: u64,
     unbounded_reads: bool,
+    memory: u64,
 }
 
 impl S3Endpoint {
@@ -468,6 +473,7 @@ impl S3Endpoint {
             client,
             max_value: args.max_value.as_u64(),
             unbounded_reads: args.s3_unbounded_reads,
+            memory: args.s3_memory.as_u64(),
         })
     }
 
@@ -478,6 +484,7 @@ impl S3Endpoint {
         let client = self.client.nodes(members).build().await?;
         let gateway = crate::s3::S3Gateway::new(client, node.store(), self.max_value)
             .unbounded_reads(self.unbounded_reads)
+            .memory(self.memory, Duration::from_secs(10))
             .counters(node.s3_counters());
         crate::s3::serve_s3(self.listener, gateway, self.settings, stopped).await?;
         Ok(())

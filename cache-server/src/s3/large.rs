@@ -13,6 +13,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutResult, WriteMultipart};
 use s3s::dto::StreamingBlob;
 use s3s::{S3Result, s3_error};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::store_err;
 
@@ -25,6 +26,11 @@ pub(crate) const READ_PARALLEL: usize = 4;
 const WRITE_PART: usize = 8 << 20;
 /// Parts of one multipart write to the store in flight at once.
 const WRITE_PARALLEL: usize = 4;
+/// The most bytes one large write holds: the parts in flight and the one being filled.
+pub(crate) const WRITE_BUFFER: u64 = (WRITE_PART * (WRITE_PARALLEL + 1)) as u64;
+/// The most bytes one large read from the store holds: the parts in flight and the one
+/// being handed over.
+pub(crate) const READ_BUFFER: u64 = READ_PART * (READ_PARALLEL as u64 + 1);
 
 /// Splits `range` into consecutive parts of at most `part` bytes.
 pub(crate) fn parts(range: Range<u64>, part: u64) -> impl Iterator<Item = Range<u64>> {
@@ -43,6 +49,7 @@ pub(crate) fn read(
     path: Path,
     range: Range<u64>,
     etag: Option<String>,
+    permit: OwnedSemaphorePermit,
 ) -> StreamingBlob {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, object_store::Error>>(1);
     let pieces = parts(range, READ_PART).map(move |r| {
@@ -57,6 +64,7 @@ pub(crate) fn read(
         }
     });
     tokio::spawn(async move {
+        let _permit = permit;
         let mut fetched = futures::stream::iter(pieces).buffered(READ_PARALLEL);
         while let Some(piece) = fetched.next().await {
             let failed = piece.is_err();
@@ -75,9 +83,11 @@ pub(crate) fn read(
 /// and hands them over one at a time (the body must be `Sync`, the stream is not).
 pub(crate) fn blob(
     body: futures::stream::BoxStream<'static, cache_client::Result<Bytes>>,
+    permit: OwnedSemaphorePermit,
 ) -> StreamingBlob {
     let (tx, rx) = tokio::sync::mpsc::channel::<cache_client::Result<Bytes>>(1);
     tokio::spawn(async move {
+        let _permit = permit;
         let mut body = body;
         while let Some(piece) = body.next().await {
             let failed = piece.is_err();
@@ -160,6 +170,12 @@ mod tests {
     use super::*;
     use object_store::memory::InMemory;
 
+    fn permit() -> OwnedSemaphorePermit {
+        Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap()
+    }
+
     #[test]
     fn parts_cover_a_range_exactly() {
         let got: Vec<_> = parts(3..20, 8).collect();
@@ -191,7 +207,13 @@ mod tests {
         .unwrap();
         let size = data.len() as u64;
         let mut read_back = Vec::new();
-        let mut blob = read(Arc::clone(&store), path.clone(), 5..size, put.e_tag.clone());
+        let mut blob = read(
+            Arc::clone(&store),
+            path.clone(),
+            5..size,
+            put.e_tag.clone(),
+            permit(),
+        );
         while let Some(chunk) = blob.next().await {
             read_back.extend_from_slice(&chunk.unwrap());
         }
@@ -217,7 +239,7 @@ mod tests {
             .put(&path, vec![2u8; size as usize].into())
             .await
             .unwrap();
-        let mut blob = read(Arc::clone(&store), path, 0..size, first.e_tag);
+        let mut blob = read(Arc::clone(&store), path, 0..size, first.e_tag, permit());
         let mut failed = false;
         while let Some(chunk) = blob.next().await {
             match chunk {

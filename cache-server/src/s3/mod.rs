@@ -49,6 +49,8 @@ const UPLOADS_PREFIX: &str = "_cachelet/uploads/";
 const MAX_KEYS: usize = 1000;
 /// The most parts of one multipart upload (as S3).
 const MAX_PARTS: i32 = 10_000;
+/// The gateway's memory budget, by default.
+pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 /// The most bytes one PutObject or UploadPart carries (as S3: 5 GiB).
 const MAX_PUT_BYTES: u64 = 5 << 30;
 
@@ -86,6 +88,45 @@ pub struct S3Gateway {
     max_value: u64,
     unbounded_reads: bool,
     counters: Arc<S3Counters>,
+    memory: Memory,
+}
+
+/// The bytes the gateway may hold at once for bodies it reads, large writes and large reads,
+/// counted in KiB permits; a request that cannot get its share in time is answered
+/// `SlowDown`.
+#[derive(Debug, Clone)]
+struct Memory {
+    permits: Arc<tokio::sync::Semaphore>,
+    kib: u32,
+    wait: Duration,
+}
+
+impl Memory {
+    fn new(bytes: u64, wait: Duration) -> Self {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(kib as usize)),
+            kib,
+            wait,
+        }
+    }
+
+    /// Holds `bytes` (at most the whole budget) until the permit is dropped.
+    async fn reserve(&self, bytes: u64) -> S3Result<tokio::sync::OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.kib);
+        let acquire = Arc::clone(&self.permits).acquire_many_owned(kib);
+        match tokio::time::timeout(self.wait, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(s3_error!(
+                SlowDown,
+                "the endpoint holds as many bytes as it may; retry"
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for S3Gateway {
@@ -108,7 +149,16 @@ impl S3Gateway {
             max_value,
             unbounded_reads: false,
             counters: Arc::default(),
+            memory: Memory::new(DEFAULT_MEMORY_BYTES, Duration::from_secs(10)),
         }
+    }
+
+    /// The most bytes the gateway holds at once for the bodies it reads and the large
+    /// objects it streams, and how long a request waits for its share before it is answered
+    /// `SlowDown`. Default: 256 MiB, 10 s.
+    pub fn memory(mut self, bytes: u64, wait: Duration) -> Self {
+        self.memory = Memory::new(bytes, wait);
+        self
     }
 
     /// Keeps its counters in `counters` (the node's: [`crate::CacheNode::s3_counters`]).
@@ -165,11 +215,12 @@ impl S3Gateway {
 
     /// Reads a request body: whole, when it is at most `max_value` bytes; else its first
     /// `max_value` bytes and the stream of the rest.
-    async fn body(&self, body: Option<StreamingBlob>, declared: Option<i64>) -> S3Result<Body> {
+    async fn body(
+        &self,
+        body: Option<StreamingBlob>,
+        declared: Option<i64>,
+    ) -> S3Result<(Body, tokio::sync::OwnedSemaphorePermit)> {
         let max = self.max_value;
-        let Some(mut body) = body else {
-            return Ok(Body::Small(Bytes::new()));
-        };
         let declared = declared.map(|len| u64::try_from(len).unwrap_or(u64::MAX));
         if declared.is_some_and(|len| len > MAX_PUT_BYTES) {
             return Err(s3_error!(
@@ -177,8 +228,16 @@ impl S3Gateway {
                 "one PUT carries at most {MAX_PUT_BYTES} bytes; use a multipart upload"
             ));
         }
+        // What this body may hold in memory: itself, up to the largest value.
+        let permit = self
+            .memory
+            .reserve(declared.unwrap_or(max).min(max))
+            .await?;
+        let Some(mut body) = body else {
+            return Ok((Body::Small(Bytes::new()), permit));
+        };
         if declared.is_some_and(|len| len > max) {
-            return Ok(Body::Large(Bytes::new(), bounded(body, 0)));
+            return Ok((Body::Large(Bytes::new(), bounded(body, 0)), permit));
         }
         let mut buf = BytesMut::new();
         while let Some(chunk) = body.next().await {
@@ -186,10 +245,10 @@ impl S3Gateway {
             buf.extend_from_slice(&chunk);
             if buf.len() as u64 > max {
                 let seen = buf.len() as u64;
-                return Ok(Body::Large(buf.freeze(), bounded(body, seen)));
+                return Ok((Body::Large(buf.freeze(), bounded(body, seen)), permit));
             }
         }
-        Ok(Body::Small(buf.freeze()))
+        Ok((Body::Small(buf.freeze()), permit))
     }
 
     /// Writes a large object to the store, then has the key's home node forget any cached
@@ -201,6 +260,7 @@ impl S3Gateway {
     {
         let path = object_path(key)?;
         self.counters.around_writes.fetch_add(1, Ordering::Relaxed);
+        let _buffers = self.memory.reserve(large::WRITE_BUFFER).await?;
         let put = large::write(self.store.as_ref(), &path, head, rest).await?;
         self.forget(key).await?;
         Ok(put.e_tag.unwrap_or_default())
@@ -454,12 +514,15 @@ impl S3 for S3Gateway {
         let body = match found {
             Found::Cached(f) => StreamingBlob::from(s3s::Body::from(f.value.slice(start..end))),
             Found::Chunked(first) => {
+                // The chunks in flight, and the one being handed over.
+                let held = first.chunk_bytes * (cache_client::objects::CHUNKS_IN_FLIGHT as u64 + 1);
+                let permit = self.memory.reserve(held).await?;
                 let streamed = self.client.stream_from(&input.key, first, range);
                 if self.unbounded_reads {
                     let whole = large::collect(streamed.body).await?;
                     StreamingBlob::from(s3s::Body::from(whole))
                 } else {
-                    large::blob(streamed.body)
+                    large::blob(streamed.body, permit)
                 }
             }
             Found::Large(path, _) if self.unbounded_reads => {
@@ -474,7 +537,8 @@ impl S3 for S3Gateway {
                 StreamingBlob::from(s3s::Body::from(whole.slice(start..end)))
             }
             Found::Large(path, meta) => {
-                large::read(Arc::clone(&self.store), path, range, meta.e_tag)
+                let permit = self.memory.reserve(large::READ_BUFFER).await?;
+                large::read(Arc::clone(&self.store), path, range, meta.e_tag, permit)
             }
         };
         let output = dto::GetObjectOutput {
@@ -519,7 +583,8 @@ impl S3 for S3Gateway {
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
         let input = req.input;
         self.bucket(&input.bucket)?;
-        let tag = match self.body(input.body, input.content_length).await? {
+        let (body, _held) = self.body(input.body, input.content_length).await?;
+        let tag = match body {
             Body::Small(value) => {
                 self.write(
                     &input.key,
@@ -694,6 +759,8 @@ impl S3 for S3Gateway {
             }
             Found::Chunked(first) => {
                 let size = first.size;
+                let held = first.chunk_bytes * cache_client::objects::CHUNKS_IN_FLIGHT as u64;
+                let _reading = self.memory.reserve(held).await?;
                 let body = self.client.stream_from(key, first, 0..size).body;
                 let tag = self.write_large(&input.key, Bytes::new(), body).await?;
                 (tag, None)
@@ -765,13 +832,17 @@ impl S3 for S3Gateway {
         self.bucket(&input.bucket)?;
         self.upload_key(&input.upload_id, &input.key).await?;
         let path = part_path(&input.upload_id, input.part_number)?;
-        let result = match self.body(input.body, input.content_length).await? {
+        let (body, _held) = self.body(input.body, input.content_length).await?;
+        let result = match body {
             Body::Small(value) => self
                 .store
                 .put(&path, value.into())
                 .await
                 .map_err(store_err)?,
-            Body::Large(head, rest) => large::write(self.store.as_ref(), &path, head, rest).await?,
+            Body::Large(head, rest) => {
+                let _buffers = self.memory.reserve(large::WRITE_BUFFER).await?;
+                large::write(self.store.as_ref(), &path, head, rest).await?
+            }
         };
         let tag = result
             .e_tag
@@ -867,6 +938,7 @@ impl S3 for S3Gateway {
                 ..Default::default()
             }));
         }
+        let _held = self.memory.reserve(total).await?;
         let mut value = BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
         for meta in &chosen {
             let bytes = self
@@ -1155,6 +1227,19 @@ mod tests {
         let err = check_read_conditions(Some(&tag("x")), None, "abc").unwrap_err();
         assert_eq!(err.code(), &S3ErrorCode::PreconditionFailed);
         assert!(check_read_conditions(Some(&tag("abc")), None, "\"abc\"").is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_memory_budget_makes_requests_wait_then_slow_down() {
+        let memory = Memory::new(1 << 20, Duration::from_millis(50));
+        let held = memory.reserve(768 << 10).await.unwrap();
+        let refused = memory.reserve(512 << 10).await.unwrap_err();
+        assert_eq!(refused.code(), &S3ErrorCode::SlowDown);
+        drop(held);
+        let _again = memory.reserve(512 << 10).await.unwrap();
+        // More than the whole budget waits for all of it, and is not refused for good.
+        let all = Memory::new(1 << 20, Duration::from_millis(50));
+        assert!(all.reserve(8 << 20).await.is_ok());
     }
 
     #[test]
