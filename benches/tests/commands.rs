@@ -1,4 +1,4 @@
-//! The `demo` and `ping` commands, on small settings.
+//! The `demo`, `ping`, `ring` and `s3` commands, on small settings.
 
 mod common;
 
@@ -88,4 +88,60 @@ async fn ping_runs_in_process_on_request() {
     })
     .await
     .unwrap();
+}
+
+/// `cache-bench ring` as the README runs it, on small rings: every row is there.
+#[test]
+fn ring_reports_balance_moves_and_rebuilds() {
+    let out = common::run_binary(
+        [
+            "ring",
+            "--members",
+            "3,50",
+            "--vnodes",
+            "64,512",
+            "--lookups",
+            "1000",
+        ]
+        .iter(),
+    );
+    assert!(out.contains("join moves/ideal"), "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.trim_start().starts_with("50 "))
+            .count(),
+        2,
+        "{out}"
+    );
+}
+
+/// `cache-bench s3` as the README runs it, on small settings: moto, Azurite and a
+/// `cache-server` process with `--s3`, and every row of both tables.
+#[test]
+fn s3_compares_the_endpoint_with_moto_and_azurite() {
+    let out = common::run_binary(
+        [
+            "s3",
+            "--gets",
+            "3",
+            "--rounds",
+            "1",
+            "--large",
+            "20MiB",
+            "--large-reads",
+            "1",
+        ]
+        .iter(),
+    );
+    for row in [
+        "S3 endpoint (cached)",
+        "CacheClient::get",
+        "moto GET",
+        "Azurite GET",
+        "S3 endpoint, miss",
+        "S3 endpoint, cached",
+        "moto, one GET",
+    ] {
+        assert!(out.contains(row), "{row}: {out}");
+    }
 }

@@ -990,10 +990,7 @@ impl CacheClient {
                     }
                 }
                 pb::reply::Result::Value(v) => {
-                    let (version, modified_ms) = v
-                        .version
-                        .map(|v| (v.etag, (v.modified_ms > 0).then_some(v.modified_ms)))
-                        .unwrap_or_default();
+                    let (version, modified_ms) = version_parts(v.version);
                     let fetched = Fetched {
                         value: v.value,
                         version,
@@ -1106,10 +1103,7 @@ impl CacheClient {
                 .await?;
             match reply {
                 pb::reply::Result::Written(w) => {
-                    let (version, modified_ms) = w
-                        .version
-                        .map(|v| (v.etag, (v.modified_ms > 0).then_some(v.modified_ms)))
-                        .unwrap_or_default();
+                    let (version, modified_ms) = version_parts(w.version);
                     if let Some(tier) = &self.inner.local {
                         let copy = (version.clone(), modified_ms);
                         tier.offer(key, value.clone(), copy, false, started);
@@ -1444,6 +1438,13 @@ fn invalid_key(e: cache_core::Error) -> Error {
         cache_core::Error::InvalidKey { reason } => Error::InvalidKey(reason),
         other => Error::InvalidKey(other.to_string()),
     }
+}
+
+/// A wire version as the tag and the write time (`None` when the node did not know it).
+pub(crate) fn version_parts(version: Option<pb::Version>) -> (String, Option<u64>) {
+    version
+        .map(|v| (v.etag, (v.modified_ms > 0).then_some(v.modified_ms)))
+        .unwrap_or_default()
 }
 
 pub(crate) fn unexpected(result: &pb::reply::Result) -> Error {

@@ -10,7 +10,7 @@ use cache_proto::v1 as pb;
 use futures::stream::{BoxStream, StreamExt};
 use tracing::Instrument;
 
-use crate::client::unexpected;
+use crate::client::{unexpected, version_parts};
 use crate::{CacheClient, Error, Result, Tier};
 
 /// Chunks of one read in flight at once.
@@ -78,10 +78,7 @@ impl CacheClient {
                 .await?;
             match reply {
                 pb::reply::Result::Value(v) => {
-                    let (version, modified_ms) = v
-                        .version
-                        .map(|v| (v.etag, (v.modified_ms > 0).then_some(v.modified_ms)))
-                        .unwrap_or_default();
+                    let (version, modified_ms) = version_parts(v.version);
                     Ok(Chunk {
                         value: v.value,
                         version,

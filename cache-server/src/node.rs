@@ -1621,7 +1621,7 @@ impl CacheNode {
     ) -> Result<Version, Error> {
         match Version::from_put(result) {
             // The store says no write time: the node's clock, read once the write is done.
-            Some(v) => Ok(v.with_modified_ms(now_ms())),
+            Some(v) => Ok(v.with_modified_ms(crate::scale_state::unix_ms())),
             // The store reports no version on writes; ask for it.
             None => self
                 .inner
@@ -1722,13 +1722,6 @@ fn blob_path(key: &str) -> Result<Path, Error> {
     Path::parse(key).map_err(|e| Error::InvalidKey {
         reason: format!("not a valid object path: {e}"),
     })
-}
-
-/// The wall clock in milliseconds since the Unix epoch (0 if it reads before the epoch).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

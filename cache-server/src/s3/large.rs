@@ -51,7 +51,6 @@ pub(crate) fn read(
     etag: Option<String>,
     permit: OwnedSemaphorePermit,
 ) -> StreamingBlob {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, object_store::Error>>(1);
     let pieces = parts(range, READ_PART).map(move |r| {
         let (store, path, etag) = (Arc::clone(&store), path.clone(), etag.clone());
         async move {
@@ -63,36 +62,32 @@ pub(crate) fn read(
             store.get_opts(&path, options).await?.bytes().await
         }
     });
-    tokio::spawn(async move {
-        let _permit = permit;
-        let mut fetched = futures::stream::iter(pieces).buffered(READ_PARALLEL);
-        while let Some(piece) = fetched.next().await {
-            let failed = piece.is_err();
-            if let Err(e) = &piece {
-                tracing::warn!(error = %e, "a ranged read of a large object failed");
-            }
-            if tx.send(piece).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    StreamingBlob::wrap(tokio_stream::wrappers::ReceiverStream::new(rx))
+    blob(
+        futures::stream::iter(pieces)
+            .buffered(READ_PARALLEL)
+            .boxed(),
+        permit,
+    )
 }
 
-/// A stream of chunks read through the cache, as a response body: a task takes the chunks
-/// and hands them over one at a time (the body must be `Sync`, the stream is not).
-pub(crate) fn blob(
-    body: futures::stream::BoxStream<'static, cache_client::Result<Bytes>>,
+/// A stream of a large object's pieces (chunks read through the cache, or parts read from
+/// the store) as a response body: a task takes the pieces, holding `permit` for the memory
+/// they take, and hands them over one at a time. The body must be `Sync`; the stream is not.
+pub(crate) fn blob<E>(
+    body: futures::stream::BoxStream<'static, Result<Bytes, E>>,
     permit: OwnedSemaphorePermit,
-) -> StreamingBlob {
-    let (tx, rx) = tokio::sync::mpsc::channel::<cache_client::Result<Bytes>>(1);
+) -> StreamingBlob
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, E>>(1);
     tokio::spawn(async move {
         let _permit = permit;
         let mut body = body;
         while let Some(piece) = body.next().await {
             let failed = piece.is_err();
             if let Err(e) = &piece {
-                tracing::warn!(error = %e, "a chunk of a large object could not be read");
+                tracing::warn!(error = %e, "a piece of a large object could not be read");
             }
             if tx.send(piece).await.is_err() || failed {
                 return;

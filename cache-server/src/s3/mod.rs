@@ -1137,8 +1137,43 @@ async fn list_page(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A gateway for bucket `photos` whose only node is not there: requests that pass the
+    /// checks before the cache fail later, with 503.
+    pub(in crate::s3) async fn gateway() -> S3Gateway {
+        let client = cache_client::CacheClient::builder()
+            .app("photos")
+            .nodes(["127.0.0.1:1"])
+            .connect_timeout(Duration::from_millis(200))
+            .timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap();
+        let store = Arc::new(object_store::memory::InMemory::new());
+        S3Gateway::new(client, store, 1 << 20)
+    }
+
+    #[tokio::test]
+    async fn one_put_carries_at_most_5_gib() {
+        let gateway = gateway().await;
+        let over = i64::try_from(MAX_PUT_BYTES + 1).unwrap();
+        let err = gateway.body(None, Some(over)).await.err().expect("refused");
+        assert_eq!(err.code(), &S3ErrorCode::EntityTooLarge);
+        let (body, _held) = gateway.body(None, Some(5)).await.unwrap();
+        assert!(matches!(body, Body::Small(b) if b.is_empty()));
+
+        // A body of unknown length is cut off past the bound: the control without the bound
+        // passes every byte.
+        let seen = MAX_PUT_BYTES - 10;
+        let piece = || Ok::<_, std::io::Error>(Bytes::from_static(&[0; 8]));
+        let body = || StreamingBlob::wrap(futures::stream::iter([piece(), piece()]));
+        let cut: Vec<_> = bounded(body(), seen).collect().await;
+        assert!(cut[0].is_ok() && cut[1].is_err(), "cut off at the bound");
+        let whole: Vec<_> = body().collect().await;
+        assert!(whole.iter().all(Result::is_ok), "the control passes all");
+    }
     use object_store::memory::InMemory;
 
     async fn store(keys: &[&str]) -> InMemory {

@@ -170,18 +170,7 @@ mod tests {
 
     /// A gateway whose only node is not there: requests that pass the access rule fail
     /// later, with 503.
-    async fn gateway() -> S3Gateway {
-        let client = cache_client::CacheClient::builder()
-            .app("photos")
-            .nodes(["127.0.0.1:1"])
-            .connect_timeout(Duration::from_millis(200))
-            .timeout(Duration::from_millis(500))
-            .build()
-            .await
-            .unwrap();
-        let store = Arc::new(object_store::memory::InMemory::new());
-        S3Gateway::new(client, store, 1 << 20)
-    }
+    use super::super::tests::gateway;
 
     async fn unsigned_get(service: &s3s::service::S3Service, from: &str) -> u16 {
         let mut req = hyper::Request::builder()
