@@ -154,6 +154,28 @@ pub struct Args {
     /// Unsafe: only for checking that the memory tests catch it.
     #[arg(long, hide = true, requires = "s3")]
     pub s3_unbounded_reads: bool,
+    /// Where the node learns which nodes are alive, to change the member list itself:
+    /// `static` (--peers, changed by `cachectl set-members`), `kubernetes:NAMESPACE/SERVICE`
+    /// (the Service's ready endpoints, with this node's port), `dns:NAME:PORT[@SERVER]` (a
+    /// headless Service's records) or `gossip:SEED[,SEED…]` (gossip addresses, UDP).
+    #[arg(long, default_value = "static")]
+    pub discovery: crate::discovery::Discovery,
+    /// How long a discovered node must be seen alive before it joins, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub join_after_ms: u64,
+    /// Where gossip discovery listens, UDP (default: the --advertise IP, port 7946).
+    #[arg(long)]
+    pub gossip_listen: Option<SocketAddr>,
+    /// Gossip's interval, or how often DNS is resolved, in milliseconds (default: 250 for
+    /// gossip, which detects a dead node in about 18 intervals; 2000 for DNS).
+    #[arg(long)]
+    pub discovery_interval_ms: Option<u64>,
+    /// Admits discovered nodes without asking them. Unsafe: for the tests' fault controls.
+    #[arg(long, hide = true)]
+    pub discovery_unchecked: bool,
+    /// Takes members discovery never saw for dead. Unsafe: for the tests' fault controls.
+    #[arg(long, hide = true)]
+    pub discovery_trusting: bool,
     /// Serve without credentials on a non-loopback address. Anyone who can reach it can then
     /// read, write and take over the cache.
     #[arg(long)]
@@ -344,6 +366,10 @@ where
         .prewarm_fraction(args.prewarm_fraction)
         .gossip_interval(Duration::from_millis(args.gossip_interval_ms.max(1)))
         .fencing(!args.unfenced)
+        .discovery(args.discovery.clone())
+        .join_after(Duration::from_millis(args.join_after_ms))
+        .discovery_unchecked(args.discovery_unchecked)
+        .discovery_trusting(args.discovery_trusting)
         .lease(Duration::from_millis(args.lease_ms))
         .leased_writes(!args.unleased_writes)
         .bounded_replies(!args.unbounded_replies)
@@ -351,6 +377,14 @@ where
         .preface_timeout(Duration::from_millis(args.preface_timeout_ms));
     let node = match args.max_connections {
         Some(n) => node.max_connections(n),
+        None => node,
+    };
+    let node = match args.gossip_listen {
+        Some(addr) => node.gossip_listen(addr),
+        None => node,
+    };
+    let node = match args.discovery_interval_ms.map(Duration::from_millis) {
+        Some(every) => node.gossip_every(every).dns_every(every),
         None => node,
     }
     .build()?;

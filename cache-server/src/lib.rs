@@ -16,6 +16,9 @@
 //!   streams, grants on reads, and writes that wait until every lease on their key is
 //!   invalid.
 //! - `prewarm`: hot-key manifests and pre-warming after scale-to-zero.
+//! - [`discovery`]: membership from the platform: a source (Kubernetes EndpointSlices, DNS,
+//!   chitchat gossip) reports who is alive, and a controller around
+//!   [`cache_core::discovery::Proposer`] claims the next epoch through `scale`'s path.
 //! - `advice`: scaling advice from every member's counters.
 //! - [`budget`]: the reply budget, which bounds the value bytes a node holds for replies the
 //!   transport has not taken, uncached store reads, and handoff.
@@ -75,6 +78,7 @@ pub mod budget;
 pub mod cli;
 pub mod cluster;
 pub mod connections;
+pub mod discovery;
 mod epochs;
 pub mod error;
 #[doc(hidden)]

@@ -79,6 +79,7 @@ pub struct CacheNodeBuilder {
     bounded_replies: bool,
     pinned_chunks: bool,
     scale: crate::scale_state::ScaleConfig,
+    discovery: crate::discovery::DiscoveryConfig,
     pub(crate) security: crate::security::Security,
 }
 
@@ -105,6 +106,7 @@ impl Default for CacheNodeBuilder {
             bounded_replies: true,
             pinned_chunks: true,
             scale: crate::scale_state::ScaleConfig::default(),
+            discovery: crate::discovery::DiscoveryConfig::default(),
             security: crate::security::Security::default(),
         }
     }
@@ -323,6 +325,69 @@ impl CacheNodeBuilder {
         self
     }
 
+    /// Where the node learns which nodes are alive: [`Discovery::Static`] (the members given
+    /// here, changed only by `SetMembers`), the Kubernetes API, DNS or gossip. With a source,
+    /// the node proposes new member lists itself (see [`crate::discovery`]). Default: static.
+    ///
+    /// [`Discovery::Static`]: crate::discovery::Discovery::Static
+    pub fn discovery(mut self, source: crate::discovery::Discovery) -> Self {
+        self.discovery.source = source;
+        self
+    }
+
+    /// How long discovery must see a new node alive before it joins the member list, so that
+    /// a node that flaps is not added and removed over and over. Default: 5 s
+    /// ([`cache_core::discovery::DEFAULT_READY_FOR`]).
+    pub fn join_after(mut self, period: Duration) -> Self {
+        self.discovery.join_after = period;
+        self
+    }
+
+    /// How long a member that this node's discovery never saw alive stays unseen before the
+    /// node asks it, and proposes its removal if it does not answer. Default: 30 s
+    /// ([`cache_core::discovery::DEFAULT_UNSEEN_FOR`]).
+    pub fn unseen_for(mut self, period: Duration) -> Self {
+        self.discovery.unseen_for = period;
+        self
+    }
+
+    /// Where gossip discovery listens (UDP). Default: the member address's IP, port
+    /// [`crate::discovery::DEFAULT_GOSSIP_PORT`].
+    pub fn gossip_listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.discovery.gossip_listen = Some(addr);
+        self
+    }
+
+    /// How often gossip discovery gossips; a dead node is detected after about 18 intervals
+    /// of silence. Default: 250 ms.
+    pub fn gossip_every(mut self, interval: Duration) -> Self {
+        self.discovery.gossip_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How often DNS discovery resolves its name. Default: 2 s.
+    pub fn dns_every(mut self, interval: Duration) -> Self {
+        self.discovery.dns_interval = interval.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Proposes every node that discovery reports without asking it first. Unsafe: only for
+    /// checking that the tests catch a node that is not a member of this app joining.
+    #[doc(hidden)]
+    pub fn discovery_unchecked(mut self, on: bool) -> Self {
+        self.discovery.unchecked = on;
+        self
+    }
+
+    /// Takes every member that discovery does not report for dead, seen before or not.
+    /// Unsafe: only for checking that the tests catch nodes whose views differ replacing
+    /// each other's lists.
+    #[doc(hidden)]
+    pub fn discovery_trusting(mut self, on: bool) -> Self {
+        self.discovery.trusting = on;
+        self
+    }
+
     /// The scaling advisor's thresholds. Default: [`cache_core::advisor::Thresholds::default`].
     pub fn advisor(mut self, thresholds: cache_core::advisor::Thresholds) -> Self {
         self.scale.advisor = thresholds;
@@ -389,6 +454,7 @@ impl CacheNodeBuilder {
                 shutting_down: AtomicBool::new(false),
                 sketch: FrequencySketch::new(SKETCH_WIDTH),
                 scale: crate::scale_state::ScaleState::new(self.scale),
+                discovery: self.discovery,
                 hot_threshold: self.hot_threshold,
                 invalidations: broadcast::channel(INVALIDATION_BACKLOG).0,
                 conditional: Default::default(),
@@ -485,6 +551,7 @@ pub(crate) struct Inner {
     shutting_down: AtomicBool,
     pub(crate) sketch: FrequencySketch,
     pub(crate) scale: crate::scale_state::ScaleState,
+    pub(crate) discovery: crate::discovery::DiscoveryConfig,
     hot_threshold: u32,
     invalidations: broadcast::Sender<pb::Invalidation>,
     /// Serialises writes per stripe of keys, only on stores without conditional writes

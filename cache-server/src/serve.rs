@@ -97,6 +97,7 @@ impl CacheNode {
                 }
             }),
         ];
+        background.extend(self.start_discovery(stop_rx.clone()).await?);
         if self.inner.scale.config.prewarm {
             background.push(tokio::spawn({
                 let (node, stop) = (self.clone(), stop_rx.clone());
@@ -117,6 +118,9 @@ impl CacheNode {
         let signal = async move {
             shutdown.await;
             node.begin_shutdown();
+            // With discovery, the others take this node out of the list (it no longer
+            // reports itself alive), and it drains below.
+            node.await_removal(node.inner.scale.config.drain_timeout).await;
             let me = node.addr().unwrap_or_default().to_owned();
             if node.membership().contains(&me) {
                 if node.inner.scale.config.prewarm
