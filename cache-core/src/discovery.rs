@@ -293,7 +293,11 @@ mod tests {
     /// Runs `rounds` rounds in which every node, with its own fixed view, proposes against
     /// the current list and the first proposal wins the next epoch; returns the number of
     /// list changes.
-    fn changes(mut nodes: Vec<(Proposer, Vec<&str>)>, mut current: Vec<String>, rounds: u32) -> u32 {
+    fn changes(
+        mut nodes: Vec<(Proposer, Vec<&str>)>,
+        mut current: Vec<String>,
+        rounds: u32,
+    ) -> u32 {
         let t0 = Instant::now();
         let mut changed = 0;
         for round in 0..rounds {

@@ -176,6 +176,9 @@ pub struct Args {
     /// Takes members discovery never saw for dead. Unsafe: for the tests' fault controls.
     #[arg(long, hide = true)]
     pub discovery_trusting: bool,
+    /// Counts Kubernetes endpoints that are not ready. Unsafe: for the tests' fault controls.
+    #[arg(long, hide = true)]
+    pub discovery_count_unready: bool,
     /// Serve without credentials on a non-loopback address. Anyone who can reach it can then
     /// read, write and take over the cache.
     #[arg(long)]
@@ -370,6 +373,7 @@ where
         .join_after(Duration::from_millis(args.join_after_ms))
         .discovery_unchecked(args.discovery_unchecked)
         .discovery_trusting(args.discovery_trusting)
+        .discovery_count_unready(args.discovery_count_unready)
         .lease(Duration::from_millis(args.lease_ms))
         .leased_writes(!args.unleased_writes)
         .bounded_replies(!args.unbounded_replies)

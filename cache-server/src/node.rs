@@ -388,6 +388,14 @@ impl CacheNodeBuilder {
         self
     }
 
+    /// Counts Kubernetes endpoints that are not ready as alive. Unsafe: only for checking
+    /// that the tests catch a node that failed its readiness probe staying a member.
+    #[doc(hidden)]
+    pub fn discovery_count_unready(mut self, on: bool) -> Self {
+        self.discovery.count_unready = on;
+        self
+    }
+
     /// The scaling advisor's thresholds. Default: [`cache_core::advisor::Thresholds::default`].
     pub fn advisor(mut self, thresholds: cache_core::advisor::Thresholds) -> Self {
         self.scale.advisor = thresholds;

@@ -120,7 +120,8 @@ impl CacheNode {
             node.begin_shutdown();
             // With discovery, the others take this node out of the list (it no longer
             // reports itself alive), and it drains below.
-            node.await_removal(node.inner.scale.config.drain_timeout).await;
+            node.await_removal(node.inner.scale.config.drain_timeout)
+                .await;
             let me = node.addr().unwrap_or_default().to_owned();
             if node.membership().contains(&me) {
                 if node.inner.scale.config.prewarm

@@ -1,15 +1,18 @@
 //! Membership from discovery, through the `cache-server` binary as the README runs it:
 //! gossip among five processes with a kill and a restart, two nodes that start together with
-//! one seed, and the fault controls of the proposer's rules.
+//! one seed, Kubernetes EndpointSlices from a fake API server that speaks list-and-watch, and
+//! the fault controls of each rule.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cache_client::CacheClient;
 use cache_proto::v1 as pb;
+use cache_testkit::kubernetes::{Endpoint, FakeKubernetes};
 use common::Server;
 
 /// Gossip's interval in these tests: a dead node is detected in about 18 of them.
@@ -58,7 +61,9 @@ async fn agree(
             return Ok(start.elapsed());
         }
         if start.elapsed() > within {
-            return Err(format!("after {within:?}, views {views:?}, wanted {want:?}"));
+            return Err(format!(
+                "after {within:?}, views {views:?}, wanted {want:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -112,7 +117,10 @@ async fn five_gossip_nodes_detect_a_death_and_take_a_restart_back() {
         .iter()
         .map(|g| Some(spawn_gossip(&store, &seeds, *g, &[])))
         .collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| n.as_ref().unwrap().addr.clone()).collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| n.as_ref().unwrap().addr.clone())
+        .collect();
     let all: BTreeSet<String> = addrs.iter().cloned().collect();
     let formed = agree(&addrs, &all, Duration::from_secs(30)).await.unwrap();
     eprintln!("five nodes formed one cluster in {formed:?}");
@@ -160,7 +168,12 @@ async fn five_gossip_nodes_detect_a_death_and_take_a_restart_back() {
     let _ = stop_tx.send(true);
     let (reads, failures) = reader.await.unwrap();
     assert!(reads > 0);
-    assert!(failures.is_empty(), "{} of {reads} reads failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {reads} reads failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     eprintln!("{reads} reads during the death, none failed");
 
     // Restarted on the same addresses, it is a new incarnation and joins again.
@@ -192,9 +205,13 @@ async fn two_nodes_started_together_with_one_seed_form_one_cluster() {
         (a.join().unwrap(), b.join().unwrap())
     });
     let both: BTreeSet<String> = [a.addr.clone(), b.addr.clone()].into();
-    let took = agree(&[a.addr.clone(), b.addr.clone()], &both, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let took = agree(
+        &[a.addr.clone(), b.addr.clone()],
+        &both,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     eprintln!("one cluster of two in {took:?}");
 }
 
@@ -206,7 +223,11 @@ async fn strangers_settle(trusting: bool) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().display());
     let (ga, gb) = (free_udp("127.0.0.1"), free_udp("127.0.0.1"));
-    let extra: &[&str] = if trusting { &["--discovery-trusting"] } else { &[] };
+    let extra: &[&str] = if trusting {
+        &["--discovery-trusting"]
+    } else {
+        &[]
+    };
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| spawn_gossip(&store, &[ga], ga, extra));
         let b = s.spawn(|| spawn_gossip(&store, &[gb], gb, extra));
@@ -238,6 +259,180 @@ async fn nodes_whose_gossip_never_meets_settle_on_one_list() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_catches_nodes_removing_members_they_never_saw() {
     let outcome = strangers_settle(true).await;
+    assert!(outcome.is_err(), "the fault did not show");
+    eprintln!("the fault shows: {}", outcome.unwrap_err());
+}
+
+/// A port free on `127.0.13.1` a moment ago, for nodes that share it on `127.0.13.N`.
+fn shared_port() -> u16 {
+    std::net::TcpListener::bind("127.0.13.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn k8s_ip(i: u8) -> String {
+    format!("127.0.13.{i}")
+}
+
+/// Starts a node on `127.0.13.i:port` that watches the Service `cachelet` of the fake API.
+fn spawn_k8s(i: u8, port: u16, store: &str, kubeconfig: &Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--app",
+        "k8s",
+        "--store",
+        store,
+        "--discovery",
+        "kubernetes:shop/cachelet",
+        "--join-after-ms",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    Server::spawn_at(
+        &format!("{}:{port}", k8s_ip(i)),
+        &args,
+        &[("KUBECONFIG", kubeconfig)],
+    )
+    .unwrap()
+}
+
+/// Members from a Service's EndpointSlices, with the real `kube` watcher in the binary
+/// against an API server that speaks list-and-watch: adding endpoints adds members (from a
+/// second slice too), an endpoint that turns not ready leaves the list although its node still
+/// runs, and an endpoint removed leaves too. Another Service's slices are not looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_endpoints_drive_the_member_list() {
+    let api = FakeKubernetes::start("shop").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path()).unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", store_dir.path().display());
+    let port = shared_port();
+    let addr = |i: u8| format!("{}:{port}", k8s_ip(i));
+    let set = |ids: &[u8]| ids.iter().map(|i| addr(*i)).collect::<BTreeSet<_>>();
+    api.set_slice(
+        "cachelet-a",
+        "cachelet",
+        port,
+        &[Endpoint::ready(&k8s_ip(1))],
+    );
+    api.set_slice("other-a", "other", port, &[Endpoint::ready(&k8s_ip(9))]);
+
+    let a = spawn_k8s(1, port, &store, &kubeconfig, &[]);
+    agree(std::slice::from_ref(&a.addr), &set(&[1]), Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let b = spawn_k8s(2, port, &store, &kubeconfig, &[]);
+    api.set_slice(
+        "cachelet-a",
+        "cachelet",
+        port,
+        &[Endpoint::ready(&k8s_ip(1)), Endpoint::ready(&k8s_ip(2))],
+    );
+    let nodes = [a.addr.clone(), b.addr.clone()];
+    let took = agree(&nodes, &set(&[1, 2]), Duration::from_secs(15))
+        .await
+        .unwrap();
+    eprintln!("an endpoint added: two members in {took:?}");
+
+    let c = spawn_k8s(3, port, &store, &kubeconfig, &[]);
+    api.set_slice(
+        "cachelet-b",
+        "cachelet",
+        port,
+        &[Endpoint::ready(&k8s_ip(3))],
+    );
+    let nodes = [a.addr.clone(), b.addr.clone(), c.addr.clone()];
+    let took = agree(&nodes, &set(&[1, 2, 3]), Duration::from_secs(15))
+        .await
+        .unwrap();
+    eprintln!("a second slice: three members in {took:?}");
+
+    api.set_slice(
+        "cachelet-b",
+        "cachelet",
+        port,
+        &[Endpoint::not_ready(&k8s_ip(3))],
+    );
+    let took = agree(&nodes, &set(&[1, 2]), Duration::from_secs(15))
+        .await
+        .unwrap();
+    eprintln!("an endpoint not ready: left in {took:?}");
+
+    api.set_slice(
+        "cachelet-a",
+        "cachelet",
+        port,
+        &[Endpoint::ready(&k8s_ip(1))],
+    );
+    let took = agree(&nodes, &set(&[1]), Duration::from_secs(15))
+        .await
+        .unwrap();
+    eprintln!("an endpoint removed: left in {took:?}");
+
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| !r.contains("watch=") && r.contains("labelSelector=")),
+        "a list: {requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("watch=true") && r.contains("resourceVersion=")),
+        "a watch from a resource version: {requests:?}"
+    );
+}
+
+/// A node whose endpoint is not ready stays out of the list while its node runs; with
+/// `count_unready`, the fault of counting every endpoint, it joins.
+async fn unready_stays_out(count_unready: bool) -> Result<(), String> {
+    let api = FakeKubernetes::start("shop").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path()).unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", store_dir.path().display());
+    let port = shared_port();
+    api.set_slice(
+        "cachelet-a",
+        "cachelet",
+        port,
+        &[Endpoint::ready(&k8s_ip(1)), Endpoint::not_ready(&k8s_ip(2))],
+    );
+    let extra: &[&str] = if count_unready {
+        &["--discovery-count-unready"]
+    } else {
+        &[]
+    };
+    let a = spawn_k8s(1, port, &store, &kubeconfig, extra);
+    let _b = spawn_k8s(2, port, &store, &kubeconfig, extra);
+    let alone: BTreeSet<String> = [a.addr.clone()].into();
+    agree(std::slice::from_ref(&a.addr), &alone, Duration::from_secs(10)).await?;
+    // Ten join periods: a node that should not join would have.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let view = members(&a.addr).await;
+        if view.as_ref() != Some(&alone) {
+            return Err(format!("the list became {view:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_not_ready_does_not_join() {
+    unready_stays_out(false).await.unwrap();
+}
+
+/// The control: counting endpoints that are not ready, the node joins, and the check sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_catches_a_node_that_is_not_ready_joining() {
+    let outcome = unready_stays_out(true).await;
     assert!(outcome.is_err(), "the fault did not show");
     eprintln!("the fault shows: {}", outcome.unwrap_err());
 }

@@ -14,6 +14,9 @@
 //! - [`azurite`]: the Azurite blob service as a child process ([`azurite::Azurite`]), and
 //!   Microsoft's Python client to make containers and to write and read blobs behind the
 //!   cache's back, for the tests of the `az://` store.
+//! - [`kubernetes`]: a fake Kubernetes API server ([`kubernetes::FakeKubernetes`]) that
+//!   speaks list-and-watch for EndpointSlices, and writes a kubeconfig for it, so that the
+//!   real `kube` client runs against it.
 //! - [`certs`]: test certificates made at run time ([`certs::TestPki`]): a CA, a node
 //!   certificate for `127.0.0.1` and `localhost`, a client certificate, and a CA nobody
 //!   trusts, written to a temporary directory.
@@ -30,6 +33,7 @@ pub mod azurite;
 pub mod certs;
 pub mod error;
 pub mod history;
+pub mod kubernetes;
 pub mod linear;
 pub mod moto;
 pub mod staleness;

@@ -67,7 +67,8 @@ impl Resolver {
     /// reports nothing: the last view stands rather than an empty one.
     pub(crate) async fn run(self, view: View, mut stop: watch::Receiver<bool>) {
         loop {
-            match tokio::time::timeout(self.every.max(Duration::from_secs(1)), self.resolve()).await {
+            match tokio::time::timeout(self.every.max(Duration::from_secs(1)), self.resolve()).await
+            {
                 Ok(Ok(alive)) => {
                     view.send_if_modified(|v| {
                         let changed = v.as_ref() != Some(&alive);
@@ -75,7 +76,9 @@ impl Resolver {
                         changed
                     });
                 }
-                Ok(Err(e)) => tracing::warn!(name = %self.name, error = %e, "DNS discovery: lookup failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(name = %self.name, error = %e, "DNS discovery: lookup failed")
+                }
                 Err(_) => tracing::warn!(name = %self.name, "DNS discovery: lookup timed out"),
             }
             tokio::select! {

@@ -29,6 +29,7 @@ pub(crate) struct Watcher {
     api: Api<EndpointSlice>,
     service: String,
     port: u16,
+    count_unready: bool,
 }
 
 impl Watcher {
@@ -55,13 +56,22 @@ impl Watcher {
             api: Api::namespaced(client, namespace),
             service: service.to_owned(),
             port,
+            count_unready: false,
         })
+    }
+
+    /// Counts endpoints that are not ready as alive: the fault of
+    /// [`crate::CacheNodeBuilder::discovery_count_unready`].
+    pub(crate) fn count_unready(mut self, on: bool) -> Self {
+        self.count_unready = on;
+        self
     }
 
     /// Reports the ready endpoints to `view` until `stop`.
     pub(crate) async fn run(self, view: View, mut stop: watch::Receiver<bool>) {
         let (reader, writer) = reflector::store();
-        let config = watcher::Config::default().labels(&format!("{SERVICE_LABEL}={}", self.service));
+        let config =
+            watcher::Config::default().labels(&format!("{SERVICE_LABEL}={}", self.service));
         let events = reflector::reflector(writer, watcher(self.api, config)).default_backoff();
         let mut events = std::pin::pin!(events);
         loop {
@@ -82,7 +92,7 @@ impl Watcher {
             if reader.wait_until_ready().now_or_never().is_none() {
                 continue;
             }
-            let alive = ready_members(&reader, self.port);
+            let alive = ready_members(&reader, self.port, self.count_unready);
             view.send_if_modified(|v| {
                 let changed = v.as_ref() != Some(&alive);
                 *v = Some(alive);
@@ -93,18 +103,13 @@ impl Watcher {
 }
 
 /// Every ready endpoint address of the slices in `store`, with `port`.
-fn ready_members(store: &Store<EndpointSlice>, port: u16) -> BTreeSet<String> {
+fn ready_members(store: &Store<EndpointSlice>, port: u16, count_unready: bool) -> BTreeSet<String> {
     store
         .state()
         .iter()
         .filter(|slice| slice.address_type != "FQDN")
         .flat_map(|slice| slice.endpoints.iter().flatten())
-        .filter(|ep| {
-            ep.conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true)
-        })
+        .filter(|ep| count_unready || ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
         .flat_map(|ep| ep.addresses.iter())
         .filter_map(|a| a.parse::<IpAddr>().ok())
         .map(|ip| member(ip, port))

@@ -142,7 +142,9 @@ impl fmt::Display for Discovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Static => f.write_str("static"),
-            Self::Kubernetes { namespace, service } => write!(f, "kubernetes:{namespace}/{service}"),
+            Self::Kubernetes { namespace, service } => {
+                write!(f, "kubernetes:{namespace}/{service}")
+            }
             Self::Dns { name, port, server } => {
                 write!(f, "dns:{name}:{port}")?;
                 match server {
@@ -168,6 +170,8 @@ pub(crate) struct DiscoveryConfig {
     pub unchecked: bool,
     /// The fault of [`crate::CacheNodeBuilder::discovery_trusting`].
     pub trusting: bool,
+    /// The fault of [`crate::CacheNodeBuilder::discovery_count_unready`].
+    pub count_unready: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -181,6 +185,7 @@ impl Default for DiscoveryConfig {
             dns_interval: DEFAULT_DNS_INTERVAL,
             unchecked: false,
             trusting: false,
+            count_unready: false,
         }
     }
 }
@@ -214,7 +219,9 @@ impl CacheNode {
                 tokio::spawn(async move { gossip.run(node, view, stop).await })
             }
             Discovery::Kubernetes { namespace, service } => {
-                let watcher = kubernetes::Watcher::connect(self, namespace, service).await?;
+                let watcher = kubernetes::Watcher::connect(self, namespace, service)
+                    .await?
+                    .count_unready(config.count_unready);
                 let stop = stop.clone();
                 tokio::spawn(async move { watcher.run(view, stop).await })
             }
@@ -282,7 +289,10 @@ impl CacheNode {
                     }
                 }
                 if !refused.is_empty() {
-                    tracing::warn!(?refused, "discovered nodes that do not answer as members of this app are left out");
+                    tracing::warn!(
+                        ?refused,
+                        "discovered nodes that do not answer as members of this app are left out"
+                    );
                     list.retain(|a| !refused.contains(a));
                     let same: BTreeSet<&String> = current.members().iter().collect();
                     if list.is_empty() || list.iter().collect::<BTreeSet<_>>() == same {
