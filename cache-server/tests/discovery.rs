@@ -321,9 +321,13 @@ async fn kubernetes_endpoints_drive_the_member_list() {
     api.set_slice("other-a", "other", port, &[Endpoint::ready(&k8s_ip(9))]);
 
     let a = spawn_k8s(1, port, &store, &kubeconfig, &[]);
-    agree(std::slice::from_ref(&a.addr), &set(&[1]), Duration::from_secs(10))
-        .await
-        .unwrap();
+    agree(
+        std::slice::from_ref(&a.addr),
+        &set(&[1]),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
 
     let b = spawn_k8s(2, port, &store, &kubeconfig, &[]);
     api.set_slice(
@@ -411,7 +415,12 @@ async fn unready_stays_out(count_unready: bool) -> Result<(), String> {
     let a = spawn_k8s(1, port, &store, &kubeconfig, extra);
     let _b = spawn_k8s(2, port, &store, &kubeconfig, extra);
     let alone: BTreeSet<String> = [a.addr.clone()].into();
-    agree(std::slice::from_ref(&a.addr), &alone, Duration::from_secs(10)).await?;
+    agree(
+        std::slice::from_ref(&a.addr),
+        &alone,
+        Duration::from_secs(10),
+    )
+    .await?;
     // Ten join periods: a node that should not join would have.
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
@@ -433,6 +442,85 @@ async fn a_node_that_is_not_ready_does_not_join() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_catches_a_node_that_is_not_ready_joining() {
     let outcome = unready_stays_out(true).await;
+    assert!(outcome.is_err(), "the fault did not show");
+    eprintln!("the fault shows: {}", outcome.unwrap_err());
+}
+
+/// Gossip is unauthenticated: a process that joins the gossip under an address where no node
+/// of this app answers (here, a bare chitchat member in the test) is not made a member. With
+/// `unchecked`, the fault of admitting whatever the source reports, it is.
+async fn impostor_stays_out(unchecked: bool) -> Result<(), String> {
+    use chitchat::transport::UdpTransport;
+    use chitchat::{ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let ga = free_udp("127.0.0.1");
+    let extra: &[&str] = if unchecked {
+        &["--discovery-unchecked"]
+    } else {
+        &[]
+    };
+    let a = spawn_gossip(&store, &[ga], ga, extra);
+    let alone: BTreeSet<String> = [a.addr.clone()].into();
+    agree(
+        std::slice::from_ref(&a.addr),
+        &alone,
+        Duration::from_secs(10),
+    )
+    .await?;
+
+    let listen = free_udp("127.0.0.1");
+    let impostor = ChitchatConfig {
+        // Sorts after the node's address, so that the node is the one to propose.
+        chitchat_id: ChitchatId::new("127.0.0.200:7070".to_owned(), 1, listen),
+        cluster_id: "cachelet/gossip".into(),
+        gossip_interval: Duration::from_millis(GOSSIP_MS),
+        listen_addr: listen,
+        seed_nodes: vec![ga.to_string()],
+        failure_detector_config: FailureDetectorConfig::default(),
+        marked_for_deletion_grace_period: Duration::from_secs(3600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: ProtocolVersion::V0,
+    };
+    let handle = chitchat::spawn_chitchat(impostor, Vec::new(), &UdpTransport)
+        .await
+        .unwrap();
+    // The node hears of it...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.log_lines("127.0.0.200:7070").is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !a.log_lines("127.0.0.200:7070").is_empty(),
+        "the node never heard of the impostor"
+    );
+    // ...and for ten join periods after, it stays out.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut outcome = Ok(());
+    while Instant::now() < until {
+        let view = members(&a.addr).await;
+        if view.as_ref() != Some(&alone) {
+            outcome = Err(format!("the list became {view:?}"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = handle.shutdown().await;
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gossip_member_that_is_no_node_does_not_join() {
+    impostor_stays_out(false).await.unwrap();
+}
+
+/// The control: admitting what gossip reports unchecked, the impostor joins, and the check
+/// sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_catches_an_impostor_joining() {
+    let outcome = impostor_stays_out(true).await;
     assert!(outcome.is_err(), "the fault did not show");
     eprintln!("the fault shows: {}", outcome.unwrap_err());
 }
