@@ -1,7 +1,7 @@
 //! Membership from discovery, through the `cache-server` binary as the README runs it:
 //! gossip among five processes with a kill and a restart, two nodes that start together with
-//! one seed, Kubernetes EndpointSlices from a fake API server that speaks list-and-watch, and
-//! the fault controls of each rule.
+//! one seed, Kubernetes EndpointSlices from a fake API server that speaks list-and-watch, DNS
+//! records from a fake name server, and the fault controls of each rule.
 
 mod common;
 
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use cache_client::CacheClient;
 use cache_proto::v1 as pb;
+use cache_testkit::dns::FakeDns;
 use cache_testkit::kubernetes::{Endpoint, FakeKubernetes};
 use common::Server;
 
@@ -107,6 +108,7 @@ fn spawn_gossip(store: &str, seeds: &[SocketAddr], listen: SocketAddr, extra: &[
 /// Five processes with `--discovery gossip:` form one cluster. One is killed (SIGKILL): the
 /// other four agree on the list without it within the documented detection time, while a
 /// client reading all the time sees no failed read. Restarted on its address, it rejoins.
+/// Another, stopped with SIGTERM, leaves the list at once and exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_gossip_nodes_detect_a_death_and_take_a_restart_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,6 +191,22 @@ async fn five_gossip_nodes_detect_a_death_and_take_a_restart_back() {
     nodes[victim] = Some(again);
     let rejoined = agree(&addrs, &all, Duration::from_secs(30)).await.unwrap();
     eprintln!("the restarted node rejoined in {rejoined:?}");
+
+    // SIGTERM: the node says it is leaving, the others take it out without waiting for the
+    // failure detector, it drains and exits cleanly.
+    let leaving = 1;
+    let start = Instant::now();
+    nodes[leaving].take().unwrap().terminate();
+    let exited = start.elapsed();
+    let rest: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leaving)
+        .map(|(_, a)| a.clone())
+        .collect();
+    let four: BTreeSet<String> = rest.iter().cloned().collect();
+    let left = agree(&rest, &four, Duration::from_secs(5)).await.unwrap();
+    eprintln!("a node stopped with SIGTERM exited in {exited:?}, out of every list {left:?} later");
 }
 
 /// Olric's failure: two nodes that start at the same moment, both given one seed, must end
@@ -523,4 +541,60 @@ async fn the_check_catches_an_impostor_joining() {
     let outcome = impostor_stays_out(true).await;
     assert!(outcome.is_err(), "the fault did not show");
     eprintln!("the fault shows: {}", outcome.unwrap_err());
+}
+
+/// Members from DNS: a name server whose A records the test changes, as a headless
+/// Service's change with its ready pods. A record added adds a member; a record removed
+/// removes one, although its node still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_records_drive_the_member_list() {
+    let dns = FakeDns::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let port = std::net::TcpListener::bind("127.0.14.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ip = |i: u8| std::net::Ipv4Addr::new(127, 0, 14, i);
+    let addr = |i: u8| format!("{}:{port}", ip(i));
+    let set = |ids: &[u8]| ids.iter().map(|i| addr(*i)).collect::<BTreeSet<_>>();
+    let name = "cachelet.shop.test";
+    let discovery = format!("dns:{name}:{port}@{}", dns.addr());
+    let spawn = |i: u8| {
+        Server::spawn_at(
+            &addr(i),
+            &[
+                "--app",
+                "dns",
+                "--store",
+                &store,
+                "--discovery",
+                &discovery,
+                "--discovery-interval-ms",
+                "200",
+                "--join-after-ms",
+                "300",
+            ],
+            &[],
+        )
+        .unwrap()
+    };
+    dns.set(name, &[ip(1)]);
+    let a = spawn(1);
+    let b = spawn(2);
+    let nodes = [a.addr.clone(), b.addr.clone()];
+    agree(&nodes, &set(&[1]), Duration::from_secs(10))
+        .await
+        .unwrap();
+    dns.set(name, &[ip(1), ip(2)]);
+    let took = agree(&nodes, &set(&[1, 2]), Duration::from_secs(15))
+        .await
+        .unwrap();
+    eprintln!("a record added: two members in {took:?}");
+    dns.set(name, &[ip(1)]);
+    let took = agree(&nodes, &set(&[1]), Duration::from_secs(15))
+        .await
+        .unwrap();
+    eprintln!("a record removed: left in {took:?}");
 }

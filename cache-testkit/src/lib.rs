@@ -17,6 +17,8 @@
 //! - [`kubernetes`]: a fake Kubernetes API server ([`kubernetes::FakeKubernetes`]) that
 //!   speaks list-and-watch for EndpointSlices, and writes a kubeconfig for it, so that the
 //!   real `kube` client runs against it.
+//! - [`dns`]: a name server ([`dns::FakeDns`]) whose A records the test sets, for DNS
+//!   discovery.
 //! - [`certs`]: test certificates made at run time ([`certs::TestPki`]): a CA, a node
 //!   certificate for `127.0.0.1` and `localhost`, a client certificate, and a CA nobody
 //!   trusts, written to a temporary directory.
@@ -31,6 +33,7 @@
 
 pub mod azurite;
 pub mod certs;
+pub mod dns;
 pub mod error;
 pub mod history;
 pub mod kubernetes;
