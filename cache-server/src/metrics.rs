@@ -75,6 +75,13 @@ pub fn record(recorder: &PrometheusRecorder, stats: &pb::NodeStats) {
             .absolute(stats.s3_around_reads);
         counter!("cachelet_s3_around_cache_total", "kind" => "write")
             .absolute(stats.s3_around_writes);
+        counter!("cachelet_discovery_proposals_total", "outcome" => "claimed")
+            .absolute(stats.discovery_proposals);
+        counter!("cachelet_discovery_proposals_total", "outcome" => "lost")
+            .absolute(stats.discovery_lost_claims);
+        counter!("cachelet_discovery_refused_joins_total").absolute(stats.discovery_refused_joins);
+        counter!("cachelet_discovery_confirmed_gone_total")
+            .absolute(stats.discovery_confirmed_gone);
         gauge!("cachelet_drained").set(if stats.drained { 1.0 } else { 0.0 });
     });
 }
@@ -208,6 +215,7 @@ mod tests {
             bytes_used: 100,
             s3_client_errors: 3,
             s3_around_reads: 2,
+            discovery_refused_joins: 4,
             ..Default::default()
         };
         record(&recorder, &stats);
@@ -227,6 +235,10 @@ mod tests {
         );
         assert!(
             text.contains("cachelet_s3_around_cache_total{kind=\"read\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cachelet_discovery_refused_joins_total 4"),
             "{text}"
         );
     }

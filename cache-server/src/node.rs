@@ -463,6 +463,7 @@ impl CacheNodeBuilder {
                 sketch: FrequencySketch::new(SKETCH_WIDTH),
                 scale: crate::scale_state::ScaleState::new(self.scale),
                 discovery: self.discovery,
+                discovery_counters: Default::default(),
                 hot_threshold: self.hot_threshold,
                 invalidations: broadcast::channel(INVALIDATION_BACKLOG).0,
                 conditional: Default::default(),
@@ -560,6 +561,7 @@ pub(crate) struct Inner {
     pub(crate) sketch: FrequencySketch,
     pub(crate) scale: crate::scale_state::ScaleState,
     pub(crate) discovery: crate::discovery::DiscoveryConfig,
+    pub(crate) discovery_counters: crate::discovery::Counters,
     hot_threshold: u32,
     invalidations: broadcast::Sender<pb::Invalidation>,
     /// Serialises writes per stripe of keys, only on stores without conditional writes
@@ -1735,7 +1737,7 @@ impl CacheNode {
         let c = &self.inner.counters;
         let membership = self.membership();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        pb::NodeStats {
+        let mut stats = pb::NodeStats {
             app: self.inner.app.clone(),
             node: self.addr().unwrap_or_default().to_owned(),
             epoch: membership.epoch(),
@@ -1782,7 +1784,9 @@ impl CacheNode {
             s3_around_reads: load(&self.inner.s3.around_reads),
             s3_around_writes: load(&self.inner.s3.around_writes),
             ..self.inner.scale.stats()
-        }
+        };
+        self.inner.discovery_counters.fill(&mut stats);
+        stats
     }
 }
 

@@ -526,6 +526,13 @@ async fn impostor_stays_out(unchecked: bool) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = handle.shutdown().await;
+    if outcome.is_ok() {
+        let mut admin = pb::admin_client::AdminClient::connect(format!("http://{}", a.addr))
+            .await
+            .unwrap();
+        let stats = admin.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        assert!(stats.discovery_refused_joins > 0, "the refusal is counted");
+    }
     outcome
 }
 

@@ -27,10 +27,12 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_core::discovery::Proposer;
 use cache_proto::v1 as pb;
+use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::node::CacheNode;
@@ -41,6 +43,10 @@ pub(crate) type View = watch::Sender<Option<BTreeSet<String>>>;
 
 /// The default port of `--gossip-listen`.
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+
+/// Nodes asked at once whether they are alive: a scale-out of many pods is checked in a few
+/// peer timeouts, not one per pod.
+const ASKS_IN_FLIGHT: usize = 32;
 
 /// How often a DNS name is resolved again, by default.
 pub const DEFAULT_DNS_INTERVAL: Duration = Duration::from_secs(2);
@@ -190,6 +196,30 @@ impl Default for DiscoveryConfig {
     }
 }
 
+/// What discovery did, for Stats and Prometheus.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub proposals: AtomicU64,
+    pub lost_claims: AtomicU64,
+    pub refused_joins: AtomicU64,
+    pub confirmed_gone: AtomicU64,
+}
+
+impl Counters {
+    /// Fills in `stats`' discovery fields.
+    pub(crate) fn fill(&self, stats: &mut pb::NodeStats) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        stats.discovery_proposals = load(&self.proposals);
+        stats.discovery_lost_claims = load(&self.lost_claims);
+        stats.discovery_refused_joins = load(&self.refused_joins);
+        stats.discovery_confirmed_gone = load(&self.confirmed_gone);
+    }
+}
+
+fn count(c: &AtomicU64, n: usize) {
+    c.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
 /// What a node answered when asked whether it is alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
@@ -270,9 +300,13 @@ impl CacheNode {
             proposer.observe(now, alive);
             let current = self.membership();
             proposer.settle(current.members());
-            for addr in proposer.unconfirmed(now, current.members()) {
-                if self.ask(&addr).await == Answer::Silent {
+            for (addr, answer) in self
+                .ask_all(proposer.unconfirmed(now, current.members()))
+                .await
+            {
+                if answer == Answer::Silent {
                     tracing::info!(%addr, "a member never seen alive does not answer");
+                    count(&self.inner.discovery_counters.confirmed_gone, 1);
                     proposer.confirm_gone(&addr);
                 }
             }
@@ -282,13 +316,17 @@ impl CacheNode {
             if !config.unchecked {
                 // A source's word is not enough to make a node a member: gossip and DNS are
                 // unauthenticated. Every node that joins must answer as a node of this app.
-                let mut refused = Vec::new();
-                for addr in list.iter().filter(|a| !current.contains(a)) {
-                    if *addr != self.me() && self.ask(addr).await != Answer::Alive {
-                        refused.push(addr.clone());
-                    }
-                }
+                let me = self.me();
+                let joining = list.iter().filter(|a| !current.contains(a) && **a != me);
+                let refused: Vec<String> = self
+                    .ask_all(joining.cloned().collect())
+                    .await
+                    .into_iter()
+                    .filter(|(_, answer)| *answer != Answer::Alive)
+                    .map(|(addr, _)| addr)
+                    .collect();
                 if !refused.is_empty() {
+                    count(&self.inner.discovery_counters.refused_joins, refused.len());
                     tracing::warn!(
                         ?refused,
                         "discovered nodes that do not answer as members of this app are left out"
@@ -303,8 +341,9 @@ impl CacheNode {
             let epoch = current.epoch() + 1;
             tracing::info!(epoch, members = ?list, "discovery proposes a new member list");
             match self.set_members(Some(epoch), list).await {
-                Ok(_) => {}
+                Ok(_) => count(&self.inner.discovery_counters.proposals, 1),
                 Err(e) => {
+                    count(&self.inner.discovery_counters.lost_claims, 1);
                     // Another proposer won the epoch, or the outcome is unknown: read the
                     // newest epoch back and look again from there.
                     tracing::info!(error = %e, epoch, "the proposal did not take; catching up");
@@ -316,6 +355,18 @@ impl CacheNode {
                 }
             }
         }
+    }
+
+    /// Asks every node of `addrs` whether it is alive, [`ASKS_IN_FLIGHT`] at a time.
+    async fn ask_all(&self, addrs: Vec<String>) -> Vec<(String, Answer)> {
+        futures::stream::iter(addrs)
+            .map(|addr| async move {
+                let answer = self.ask(&addr).await;
+                (addr, answer)
+            })
+            .buffer_unordered(ASKS_IN_FLIGHT)
+            .collect()
+            .await
     }
 
     /// Asks the node at `addr`, with this node's peer credentials, whether it is alive.
