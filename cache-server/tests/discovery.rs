@@ -70,6 +70,21 @@ async fn agree(
     }
 }
 
+/// Checks for `period` that every node of `nodes` keeps reporting `want`.
+async fn stays(nodes: &[String], want: &BTreeSet<String>, period: Duration) -> Result<(), String> {
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        for n in nodes {
+            let view = members(n).await;
+            if view.as_ref() != Some(want) {
+                return Err(format!("{n} changed its list to {view:?}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// The flags of a gossip node.
 fn gossip_args(store: &str, seeds: &[SocketAddr], listen: SocketAddr) -> Vec<String> {
     let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
@@ -255,17 +270,7 @@ async fn strangers_settle(trusting: bool) -> Result<(), String> {
     let both: BTreeSet<String> = nodes.iter().cloned().collect();
     agree(&nodes, &both, Duration::from_secs(10)).await?;
     // And it stays: for 3 s (10 joins' worth), every look finds the same list.
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        for n in &nodes {
-            let view = members(n).await;
-            if view.as_ref() != Some(&both) {
-                return Err(format!("{n} changed its list to {view:?}"));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    stays(&nodes, &both, Duration::from_secs(3)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,15 +445,12 @@ async fn unready_stays_out(count_unready: bool) -> Result<(), String> {
     )
     .await?;
     // Ten join periods: a node that should not join would have.
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        let view = members(&a.addr).await;
-        if view.as_ref() != Some(&alone) {
-            return Err(format!("the list became {view:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    stays(
+        std::slice::from_ref(&a.addr),
+        &alone,
+        Duration::from_secs(3),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,16 +517,12 @@ async fn impostor_stays_out(unchecked: bool) -> Result<(), String> {
         "the node never heard of the impostor"
     );
     // ...and for ten join periods after, it stays out.
-    let until = Instant::now() + Duration::from_secs(3);
-    let mut outcome = Ok(());
-    while Instant::now() < until {
-        let view = members(&a.addr).await;
-        if view.as_ref() != Some(&alone) {
-            outcome = Err(format!("the list became {view:?}"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let outcome = stays(
+        std::slice::from_ref(&a.addr),
+        &alone,
+        Duration::from_secs(3),
+    )
+    .await;
     let _ = handle.shutdown().await;
     if outcome.is_ok() {
         let mut admin = pb::admin_client::AdminClient::connect(format!("http://{}", a.addr))
