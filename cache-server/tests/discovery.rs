@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use cache_client::CacheClient;
 use cache_proto::v1 as pb;
+use cache_testkit::certs::TestPki;
 use cache_testkit::dns::FakeDns;
 use cache_testkit::kubernetes::{Endpoint, FakeKubernetes};
 use common::Server;
@@ -322,12 +323,14 @@ fn spawn_k8s(i: u8, port: u16, store: &str, kubeconfig: &Path, extra: &[&str]) -
 }
 
 /// Members from a Service's EndpointSlices, with the real `kube` watcher in the binary
-/// against an API server that speaks list-and-watch: adding endpoints adds members (from a
-/// second slice too), an endpoint that turns not ready leaves the list although its node still
-/// runs, and an endpoint removed leaves too. Another Service's slices are not looked at.
+/// against an API server that speaks list-and-watch over TLS and wants a bearer token, as a
+/// cluster's does: adding endpoints adds members (from a second slice too), an endpoint that
+/// turns not ready leaves the list although its node still runs, and an endpoint removed
+/// leaves too. Another Service's slices are not looked at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_endpoints_drive_the_member_list() {
-    let api = FakeKubernetes::start("shop").await.unwrap();
+    let pki = TestPki::generate().unwrap();
+    let api = FakeKubernetes::start_tls("shop", &pki).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.kubeconfig(dir.path()).unwrap();
     let store_dir = tempfile::tempdir().unwrap();
@@ -400,6 +403,7 @@ async fn kubernetes_endpoints_drive_the_member_list() {
         .unwrap();
     eprintln!("an endpoint removed: left in {took:?}");
 
+    assert!(api.url().starts_with("https://"));
     let requests = api.requests();
     assert!(
         requests

@@ -7,6 +7,8 @@
 //!
 //! Only what a watcher of one namespace's slices asks is served: the label selector
 //! `kubernetes.io/service-name=NAME`, and nothing else (any other path gets a 404 `Status`).
+//! [`FakeKubernetes::start_tls`] serves as a cluster's API server does: over TLS, with a
+//! certificate from [`crate::certs::TestPki`], and only to callers with its bearer token.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -86,10 +88,15 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
+/// The bearer token [`FakeKubernetes::start_tls`] requires.
+pub const TOKEN: &str = "cachelet-test-service-account-token";
+
 /// The fake API server, serving on a loopback port until dropped.
 pub struct FakeKubernetes {
     addr: SocketAddr,
     namespace: String,
+    /// The CA that the server's certificate chains to, when it serves TLS.
+    ca: Option<PathBuf>,
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -100,29 +107,75 @@ impl FakeKubernetes {
     /// # Errors
     /// When the port cannot be bound.
     pub async fn start(namespace: &str) -> std::io::Result<Self> {
+        Self::serve(namespace, None, None).await
+    }
+
+    /// Starts serving over TLS with `pki`'s node certificate (for `127.0.0.1`), to callers
+    /// that present [`TOKEN`]; the kubeconfig names `pki`'s CA.
+    ///
+    /// # Errors
+    /// When the port cannot be bound or the certificate not loaded.
+    pub async fn start_tls(namespace: &str, pki: &crate::certs::TestPki) -> std::io::Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let certs = CertificateDer::pem_slice_iter(&pki.read(&pki.node_cert))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(&pki.read(&pki.node_key))
+            .map_err(|e| invalid(e.to_string()))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| invalid(e.to_string()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::serve(namespace, Some(acceptor), Some(pki.ca.clone())).await
+    }
+
+    async fn serve(
+        namespace: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        ca: Option<PathBuf>,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         let served = Arc::clone(&state);
         let ns = namespace.to_owned();
+        let token = tls.is_some().then_some(TOKEN);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (state, ns) = (Arc::clone(&served), ns.clone());
+                let (state, ns, tls) = (Arc::clone(&served), ns.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let (state, ns) = (Arc::clone(&state), ns.clone());
-                        async move { Ok::<_, Infallible>(answer(&state, &ns, req)) }
+                        async move { Ok::<_, Infallible>(answer(&state, &ns, token, req)) }
                     });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                let io = hyper_util::rt::TokioIo::new(stream);
+                                http.serve_connection(io, service).await
+                            }
+                            Err(_) => return,
+                        },
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            http.serve_connection(io, service).await
+                        }
+                    };
                 });
             }
         });
         Ok(Self {
             addr,
             namespace: namespace.to_owned(),
+            ca,
             state,
             task,
         })
@@ -130,20 +183,28 @@ impl FakeKubernetes {
 
     /// The server's URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// Writes a kubeconfig for this server (no credentials, its namespace) into `dir`, and
-    /// returns its path, for `KUBECONFIG`.
+    /// Writes a kubeconfig for this server (its CA and token when it serves TLS, its
+    /// namespace) into `dir`, and returns its path, for `KUBECONFIG`.
     ///
     /// # Errors
     /// When the file cannot be written.
     pub fn kubeconfig(&self, dir: &Path) -> std::io::Result<PathBuf> {
         let path = dir.join("kubeconfig");
+        let (ca, user) = match &self.ca {
+            Some(ca) => (
+                format!("    certificate-authority: {}\n", ca.display()),
+                format!("\n    token: {TOKEN}\n"),
+            ),
+            None => (String::new(), " {}\n".to_owned()),
+        };
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n{ca}\
              contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {}\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+             current-context: fake\nusers:\n- name: fake\n  user:{user}",
             self.url(),
             self.namespace
         );
@@ -256,11 +317,26 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn answer(state: &Mutex<State>, namespace: &str, req: Request<Incoming>) -> Response<Body> {
+fn answer(
+    state: &Mutex<State>,
+    namespace: &str,
+    token: Option<&str>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let mut st = state.lock().expect("fake API state");
     st.requests.push(format!("{path}?{query}"));
+    if let Some(token) = token {
+        let presented = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token) {
+            return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+        }
+    }
     let wanted = format!("/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices");
     if path != wanted {
         return status(
@@ -324,6 +400,49 @@ fn answer(state: &Mutex<State>, namespace: &str, req: Request<Incoming>) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One request over TLS, trusting `pki`'s CA; the reply's status line.
+    async fn status_line(api: &FakeKubernetes, pki: &crate::certs::TestPki, auth: &str) -> String {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pki.read(&pki.ca)) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let request = format!(
+            "GET /apis/discovery.k8s.io/v1/namespaces/shop/endpointslices HTTP/1.1\r\n\
+             host: x\r\nconnection: close\r\n{auth}\r\n"
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        let _ = tls.read_to_string(&mut reply).await;
+        reply.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn over_tls_only_the_token_is_served() {
+        let pki = crate::certs::TestPki::generate().unwrap();
+        let api = FakeKubernetes::start_tls("shop", &pki).await.unwrap();
+        assert!(status_line(&api, &pki, "").await.contains("401"));
+        let wrong = "authorization: Bearer nope\r\n";
+        assert!(status_line(&api, &pki, wrong).await.contains("401"));
+        let right = format!("authorization: Bearer {TOKEN}\r\n");
+        assert!(status_line(&api, &pki, &right).await.contains("200"));
+    }
 
     #[test]
     fn decodes_a_label_selector() {
