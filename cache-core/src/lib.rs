@@ -17,7 +17,8 @@
 //! - [`hot`]: a count-min [`hot::FrequencySketch`] that marks keys read often, in O(1).
 //! - [`advisor`]: the scaling [`advisor::Advisor`], a pure function of observed figures.
 //! - [`discovery`]: from the addresses a discovery source sees alive to the member list one
-//!   node proposes ([`discovery::Proposer`]): damped joins, prompt leaves, one proposer.
+//!   node proposes ([`discovery::Proposer`]): damped joins, prompt leaves of members seen to
+//!   go, members never seen kept until they do not answer, one proposer.
 //! - [`prewarm`]: hot-key manifests and the plan for loading them after scale-to-zero.
 //! - [`auth`]: credentials and roles: the auth file of token hashes, and [`auth::authorize`],
 //!   which decides whether a caller may make a call.
