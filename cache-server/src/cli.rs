@@ -170,7 +170,8 @@ pub struct Args {
     /// gossip, which detects a dead node in about 18 intervals; 2000 for DNS).
     #[arg(long)]
     pub discovery_interval_ms: Option<u64>,
-    /// Admits discovered nodes without asking them. Unsafe: for the tests' fault controls.
+    /// Admits and removes what discovery reports without asking the nodes. Unsafe: for the
+    /// tests' fault controls.
     #[arg(long, hide = true)]
     pub discovery_unchecked: bool,
     /// Takes members discovery never saw for dead. Unsafe: for the tests' fault controls.

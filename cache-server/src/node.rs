@@ -371,8 +371,9 @@ impl CacheNodeBuilder {
         self
     }
 
-    /// Proposes every node that discovery reports without asking it first. Unsafe: only for
-    /// checking that the tests catch a node that is not a member of this app joining.
+    /// Proposes what discovery reports without asking the nodes: joins unchecked, and with
+    /// gossip, leaves too. Unsafe: only for checking that the tests catch a node that is not
+    /// a member of this app joining, and a live member removed on gossip's word.
     #[doc(hidden)]
     pub fn discovery_unchecked(mut self, on: bool) -> Self {
         self.discovery.unchecked = on;

@@ -607,3 +607,81 @@ async fn dns_records_drive_the_member_list() {
         .unwrap();
     eprintln!("a record removed: left in {took:?}");
 }
+
+/// Gossip's failure detector is one node's view: a member it takes for dead that still
+/// answers stays. Node A gossips; node B runs with static discovery, so only a bare chitchat
+/// member in the test gossips under B's address. A admits B (B answers), then the test's
+/// member stops: A's detector takes B for dead, asks B, and keeps it. With `unchecked`, the
+/// fault of taking gossip's word, B is removed.
+async fn false_death_keeps_member(unchecked: bool) -> Result<(), String> {
+    use chitchat::transport::UdpTransport;
+    use chitchat::{ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let ga = free_udp("127.0.15.1");
+    let mut extra: Vec<&str> = Vec::new();
+    if unchecked {
+        extra.push("--discovery-unchecked");
+    }
+    let mut args = gossip_args(&store, &[ga], ga);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = Server::spawn_at("127.0.15.1:0", &args, &[]).unwrap();
+    let alone: BTreeSet<String> = [a.addr.clone()].into();
+    agree(
+        std::slice::from_ref(&a.addr),
+        &alone,
+        Duration::from_secs(10),
+    )
+    .await?;
+    // Sorts after A, so that A proposes.
+    let b = Server::spawn_at("127.0.15.2:0", &["--app", "gossip", "--store", &store], &[]).unwrap();
+
+    let listen = free_udp("127.0.0.1");
+    let stand_in = ChitchatConfig {
+        chitchat_id: ChitchatId::new(b.addr.clone(), 1, listen),
+        cluster_id: "cachelet/gossip".into(),
+        gossip_interval: Duration::from_millis(GOSSIP_MS),
+        listen_addr: listen,
+        seed_nodes: vec![ga.to_string()],
+        failure_detector_config: FailureDetectorConfig::default(),
+        marked_for_deletion_grace_period: Duration::from_secs(3600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: ProtocolVersion::V0,
+    };
+    let handle = chitchat::spawn_chitchat(stand_in, Vec::new(), &UdpTransport)
+        .await
+        .unwrap();
+    let both: BTreeSet<String> = [a.addr.clone(), b.addr.clone()].into();
+    agree(
+        std::slice::from_ref(&a.addr),
+        &both,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("A admits B, which answers");
+    // The stand-in stops gossiping: to A, B has died.
+    let _ = handle.shutdown().await;
+    // The detector needs about 18 intervals; 8 s is several times that.
+    stays(std::slice::from_ref(&a.addr), &both, Duration::from_secs(8)).await?;
+    assert!(
+        !a.log_lines("still answer").is_empty(),
+        "A never took B for dead: the check saw nothing"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_gossip_takes_for_dead_stays_while_it_answers() {
+    false_death_keeps_member(false).await.unwrap();
+}
+
+/// The control: taking gossip's word, the live member is removed, and the check sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_catches_a_live_member_removed_on_gossips_word() {
+    let outcome = false_death_keeps_member(true).await;
+    assert!(outcome.is_err(), "the fault did not show");
+    eprintln!("the fault shows: {}", outcome.unwrap_err());
+}

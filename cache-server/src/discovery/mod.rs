@@ -283,6 +283,8 @@ impl CacheNode {
         }
         // Joins come due without a new report: look again at least this often.
         let tick = (config.join_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        // Members kept last round although gossip took them for dead (logged once a change).
+        let mut kept: Vec<String> = Vec::new();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
@@ -332,10 +334,35 @@ impl CacheNode {
                         "discovered nodes that do not answer as members of this app are left out"
                     );
                     list.retain(|a| !refused.contains(a));
-                    let same: BTreeSet<&String> = current.members().iter().collect();
-                    if list.is_empty() || list.iter().collect::<BTreeSet<_>>() == same {
-                        continue;
+                }
+                if matches!(config.source, Discovery::Gossip { .. }) {
+                    // Gossip's failure detector is one node's view of its peers: a member it
+                    // takes for dead leaves only if it does not answer either, or answers that
+                    // it is leaving. (A Kubernetes or DNS view is the platform's own, and a
+                    // pod that fails its readiness probe leaves though it may still answer.)
+                    let leaving = current.members().iter().filter(|m| !list.contains(m));
+                    let alive: Vec<String> = self
+                        .ask_all(leaving.cloned().collect())
+                        .await
+                        .into_iter()
+                        .filter(|(_, answer)| *answer == Answer::Alive)
+                        .map(|(addr, _)| addr)
+                        .collect();
+                    if !alive.is_empty() {
+                        if alive != kept {
+                            tracing::info!(
+                                ?alive,
+                                "members that gossip takes for dead still answer: they stay"
+                            );
+                        }
+                        list.extend(alive.iter().cloned());
+                        list.sort();
                     }
+                    kept = alive;
+                }
+                let same: BTreeSet<&String> = current.members().iter().collect();
+                if list.is_empty() || list.iter().collect::<BTreeSet<_>>() == same {
+                    continue;
                 }
             }
             let epoch = current.epoch() + 1;
