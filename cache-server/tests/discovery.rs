@@ -251,20 +251,17 @@ async fn two_nodes_started_together_with_one_seed_form_one_cluster() {
 
 /// Two nodes whose gossip never meets (each seeds itself) still share the store, where the
 /// epochs are claimed. Starting together, they settle on one list of both and keep it: the
-/// joining node adds itself, and neither removes a member it never saw. `trusting` is the
-/// fault of taking every member missing from one's own view for dead.
-async fn strangers_settle(trusting: bool) -> Result<(), String> {
+/// joining node adds itself, and neither removes the other. Two rules see to that, each
+/// enough alone: a node does not take a member it never saw alive for dead, and with gossip it
+/// asks a member before removing it. `faults` turns rules off: `--discovery-trusting` the
+/// first, `--discovery-unchecked` the second.
+async fn strangers_settle(faults: &[&str]) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().display());
     let (ga, gb) = (free_udp("127.0.0.1"), free_udp("127.0.0.1"));
-    let extra: &[&str] = if trusting {
-        &["--discovery-trusting"]
-    } else {
-        &[]
-    };
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| spawn_gossip(&store, &[ga], ga, extra));
-        let b = s.spawn(|| spawn_gossip(&store, &[gb], gb, extra));
+        let a = s.spawn(|| spawn_gossip(&store, &[ga], ga, faults));
+        let b = s.spawn(|| spawn_gossip(&store, &[gb], gb, faults));
         (a.join().unwrap(), b.join().unwrap())
     });
     let nodes = [a.addr.clone(), b.addr.clone()];
@@ -276,13 +273,21 @@ async fn strangers_settle(trusting: bool) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_whose_gossip_never_meets_settle_on_one_list() {
-    strangers_settle(false).await.unwrap();
+    strangers_settle(&[]).await.unwrap();
 }
 
-/// The control: with the fault, the two take turns removing each other, and the check sees it.
+/// Each rule alone keeps the two together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn either_rule_alone_keeps_strangers_together() {
+    strangers_settle(&["--discovery-trusting"]).await.unwrap();
+    strangers_settle(&["--discovery-unchecked"]).await.unwrap();
+}
+
+/// The control: with both rules off, the two take turns removing each other, and the check
+/// sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_catches_nodes_removing_members_they_never_saw() {
-    let outcome = strangers_settle(true).await;
+    let outcome = strangers_settle(&["--discovery-trusting", "--discovery-unchecked"]).await;
     assert!(outcome.is_err(), "the fault did not show");
     eprintln!("the fault shows: {}", outcome.unwrap_err());
 }
