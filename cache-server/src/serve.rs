@@ -79,7 +79,10 @@ impl CacheNode {
         let admin = pb::admin_server::AdminServer::new(AdminService::new(self.clone()));
         let peer = pb::peer_server::PeerServer::new(PeerService::new(self.clone()))
             .max_decoding_message_size(max_message);
-        // Background work: gossip, manifests, pre-warming. It stops with the node.
+        // Discovery first: it may fail (a Kubernetes configuration that cannot be read, a
+        // gossip port in use) before any other task is spawned.
+        let discovery = self.start_discovery(stop_rx.clone()).await?;
+        // Background work: gossip, discovery, manifests, pre-warming. It stops with the node.
         let mut background = vec![
             tokio::spawn({
                 let (node, stop) = (self.clone(), stop_rx.clone());
@@ -97,7 +100,7 @@ impl CacheNode {
                 }
             }),
         ];
-        background.extend(self.start_discovery(stop_rx.clone()).await?);
+        background.extend(discovery);
         if self.inner.scale.config.prewarm {
             background.push(tokio::spawn({
                 let (node, stop) = (self.clone(), stop_rx.clone());

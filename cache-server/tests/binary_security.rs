@@ -48,6 +48,52 @@ fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// What a secured node is started with: the auth file holding `entries`, the peer token's
+/// file, and a file store, all in `dir`.
+struct Secrets {
+    auth: std::path::PathBuf,
+    peer_file: std::path::PathBuf,
+    store: String,
+}
+
+fn write_secrets(dir: &Path, peer: &str, entries: &[&str]) -> Secrets {
+    let auth = dir.join("auth.toml");
+    std::fs::write(&auth, entries.join("\n")).unwrap();
+    let peer_file = dir.join("peer.token");
+    std::fs::write(&peer_file, format!("{peer}\n")).unwrap();
+    std::fs::create_dir_all(dir.join("store")).unwrap();
+    let store = format!("file://{}", dir.join("store").display());
+    Secrets {
+        auth,
+        peer_file,
+        store,
+    }
+}
+
+/// The flags every node of the app `payroll` with TLS and credentials gets, as the README's
+/// Security section gives them.
+fn secured_flags(pki: &TestPki, secrets: &Secrets) -> Vec<String> {
+    [
+        "--app",
+        "payroll",
+        "--store",
+        &secrets.store,
+        "--tls-cert",
+        &p(&pki.node_cert),
+        "--tls-key",
+        &p(&pki.node_key),
+        "--tls-ca",
+        &p(&pki.ca),
+        "--auth",
+        &p(&secrets.auth),
+        "--peer-token-file",
+        &p(&secrets.peer_file),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_auth_nodes_scale_out_through_cachectl() {
     let pki = TestPki::generate().unwrap();
@@ -55,38 +101,20 @@ async fn tls_and_auth_nodes_scale_out_through_cachectl() {
     let (peer, peer_entry) = token_new(&["--role", "peer"]).await;
     let (admin, admin_entry) = token_new(&["--role", "admin"]).await;
     let (data, data_entry) = token_new(&["--role", "data", "--app", "payroll"]).await;
-    let auth = dir.path().join("auth.toml");
-    std::fs::write(&auth, format!("{peer_entry}\n{admin_entry}\n{data_entry}")).unwrap();
-    let peer_file = dir.path().join("peer.token");
-    std::fs::write(&peer_file, format!("{peer}\n")).unwrap();
-    let store = format!("file://{}", dir.path().join("store").display());
-    std::fs::create_dir_all(dir.path().join("store")).unwrap();
+    let secrets = write_secrets(dir.path(), &peer, &[&peer_entry, &admin_entry, &data_entry]);
     let flags = |peers: &str| -> Vec<String> {
-        [
-            "--app",
-            "payroll",
-            "--store",
-            &store,
+        let mut flags = secured_flags(&pki, &secrets);
+        for extra in [
             "--peers",
             peers,
-            "--tls-cert",
-            &p(&pki.node_cert),
-            "--tls-key",
-            &p(&pki.node_key),
             "--tls-client-ca",
             &p(&pki.ca),
-            "--tls-ca",
-            &p(&pki.ca),
-            "--auth",
-            &p(&auth),
-            "--peer-token-file",
-            &p(&peer_file),
             "--gossip-interval-ms",
             "200",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+        ] {
+            flags.push(extra.to_owned());
+        }
+        flags
     };
     let a = Server::spawn_known(|me| flags(me), &[]);
     let b = Server::spawn_known(|me| flags(&format!("{},{me}", a.addr)), &[]);
@@ -333,12 +361,7 @@ async fn gossip_nodes_with_tls_and_auth_form_one_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let (peer, peer_entry) = token_new(&["--role", "peer"]).await;
     let (admin, admin_entry) = token_new(&["--role", "admin"]).await;
-    let auth = dir.path().join("auth.toml");
-    std::fs::write(&auth, format!("{peer_entry}\n{admin_entry}")).unwrap();
-    let peer_file = dir.path().join("peer.token");
-    std::fs::write(&peer_file, format!("{peer}\n")).unwrap();
-    let store = format!("file://{}", dir.path().join("store").display());
-    std::fs::create_dir_all(dir.path().join("store")).unwrap();
+    let secrets = write_secrets(dir.path(), &peer, &[&peer_entry, &admin_entry]);
     let gossip: Vec<String> = (0..3)
         .map(|_| {
             std::net::UdpSocket::bind("127.0.0.1:0")
@@ -352,31 +375,18 @@ async fn gossip_nodes_with_tls_and_auth_form_one_cluster() {
     let nodes: Vec<Server> = gossip
         .iter()
         .map(|listen| {
-            Server::spawn(
-                &[
-                    "--app",
-                    "payroll",
-                    "--store",
-                    &store,
-                    "--tls-cert",
-                    &p(&pki.node_cert),
-                    "--tls-key",
-                    &p(&pki.node_key),
-                    "--tls-ca",
-                    &p(&pki.ca),
-                    "--auth",
-                    &p(&auth),
-                    "--peer-token-file",
-                    &p(&peer_file),
-                    "--discovery",
-                    &seed,
-                    "--gossip-listen",
-                    listen,
-                    "--join-after-ms",
-                    "300",
-                ],
-                &[],
-            )
+            let mut flags = secured_flags(&pki, &secrets);
+            for extra in [
+                "--discovery",
+                &seed,
+                "--gossip-listen",
+                listen,
+                "--join-after-ms",
+                "300",
+            ] {
+                flags.push(extra.to_owned());
+            }
+            Server::spawn(&flags.iter().map(String::as_str).collect::<Vec<_>>(), &[])
         })
         .collect();
     let mut want: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();

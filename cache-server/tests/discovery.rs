@@ -86,6 +86,30 @@ async fn stays(nodes: &[String], want: &BTreeSet<String>, period: Duration) -> R
     Ok(())
 }
 
+/// A bare chitchat member of the app `gossip`'s cluster, under the member address `name`,
+/// seeded with `seed`: no cache node stands behind it unless the test starts one there.
+async fn gossip_member(name: &str, seed: SocketAddr) -> chitchat::ChitchatHandle {
+    use chitchat::transport::UdpTransport;
+    use chitchat::{ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion};
+
+    let listen = free_udp("127.0.0.1");
+    let config = ChitchatConfig {
+        chitchat_id: ChitchatId::new(name.to_owned(), 1, listen),
+        cluster_id: "cachelet/gossip".into(),
+        gossip_interval: Duration::from_millis(GOSSIP_MS),
+        listen_addr: listen,
+        seed_nodes: vec![seed.to_string()],
+        failure_detector_config: FailureDetectorConfig::default(),
+        marked_for_deletion_grace_period: Duration::from_secs(3600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: ProtocolVersion::V0,
+    };
+    chitchat::spawn_chitchat(config, Vec::new(), &UdpTransport)
+        .await
+        .unwrap()
+}
+
 /// The flags of a gossip node.
 fn gossip_args(store: &str, seeds: &[SocketAddr], listen: SocketAddr) -> Vec<String> {
     let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
@@ -479,9 +503,6 @@ async fn the_check_catches_a_node_that_is_not_ready_joining() {
 /// of this app answers (here, a bare chitchat member in the test) is not made a member. With
 /// `unchecked`, the fault of admitting whatever the source reports, it is.
 async fn impostor_stays_out(unchecked: bool) -> Result<(), String> {
-    use chitchat::transport::UdpTransport;
-    use chitchat::{ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion};
-
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().display());
     let ga = free_udp("127.0.0.1");
@@ -499,23 +520,8 @@ async fn impostor_stays_out(unchecked: bool) -> Result<(), String> {
     )
     .await?;
 
-    let listen = free_udp("127.0.0.1");
-    let impostor = ChitchatConfig {
-        // Sorts after the node's address, so that the node is the one to propose.
-        chitchat_id: ChitchatId::new("127.0.0.200:7070".to_owned(), 1, listen),
-        cluster_id: "cachelet/gossip".into(),
-        gossip_interval: Duration::from_millis(GOSSIP_MS),
-        listen_addr: listen,
-        seed_nodes: vec![ga.to_string()],
-        failure_detector_config: FailureDetectorConfig::default(),
-        marked_for_deletion_grace_period: Duration::from_secs(3600),
-        catchup_callback: None,
-        extra_liveness_predicate: None,
-        protocol_version: ProtocolVersion::V0,
-    };
-    let handle = chitchat::spawn_chitchat(impostor, Vec::new(), &UdpTransport)
-        .await
-        .unwrap();
+    // Sorts after the node's address, so that the node is the one to propose.
+    let handle = gossip_member("127.0.0.200:7070", ga).await;
     // The node hears of it...
     let deadline = Instant::now() + Duration::from_secs(10);
     while a.log_lines("127.0.0.200:7070").is_empty() && Instant::now() < deadline {
@@ -619,9 +625,6 @@ async fn dns_records_drive_the_member_list() {
 /// member stops: A's detector takes B for dead, asks B, and keeps it. With `unchecked`, the
 /// fault of taking gossip's word, B is removed.
 async fn false_death_keeps_member(unchecked: bool) -> Result<(), String> {
-    use chitchat::transport::UdpTransport;
-    use chitchat::{ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion};
-
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().display());
     let ga = free_udp("127.0.15.1");
@@ -643,22 +646,7 @@ async fn false_death_keeps_member(unchecked: bool) -> Result<(), String> {
     // Sorts after A, so that A proposes.
     let b = Server::spawn_at("127.0.15.2:0", &["--app", "gossip", "--store", &store], &[]).unwrap();
 
-    let listen = free_udp("127.0.0.1");
-    let stand_in = ChitchatConfig {
-        chitchat_id: ChitchatId::new(b.addr.clone(), 1, listen),
-        cluster_id: "cachelet/gossip".into(),
-        gossip_interval: Duration::from_millis(GOSSIP_MS),
-        listen_addr: listen,
-        seed_nodes: vec![ga.to_string()],
-        failure_detector_config: FailureDetectorConfig::default(),
-        marked_for_deletion_grace_period: Duration::from_secs(3600),
-        catchup_callback: None,
-        extra_liveness_predicate: None,
-        protocol_version: ProtocolVersion::V0,
-    };
-    let handle = chitchat::spawn_chitchat(stand_in, Vec::new(), &UdpTransport)
-        .await
-        .unwrap();
+    let handle = gossip_member(&b.addr, ga).await;
     let both: BTreeSet<String> = [a.addr.clone(), b.addr.clone()].into();
     agree(
         std::slice::from_ref(&a.addr),

@@ -312,58 +312,17 @@ impl CacheNode {
                     proposer.confirm_gone(&addr);
                 }
             }
-            let Some(mut list) = proposer.proposal(now, current.members()) else {
+            let Some(list) = proposer.proposal(now, current.members()) else {
                 continue;
             };
-            if !config.unchecked {
-                // A source's word is not enough to make a node a member: gossip and DNS are
-                // unauthenticated. Every node that joins must answer as a node of this app.
-                let me = self.me();
-                let joining = list.iter().filter(|a| !current.contains(a) && **a != me);
-                let refused: Vec<String> = self
-                    .ask_all(joining.cloned().collect())
-                    .await
-                    .into_iter()
-                    .filter(|(_, answer)| *answer != Answer::Alive)
-                    .map(|(addr, _)| addr)
-                    .collect();
-                if !refused.is_empty() {
-                    count(&self.inner.discovery_counters.refused_joins, refused.len());
-                    tracing::warn!(
-                        ?refused,
-                        "discovered nodes that do not answer as members of this app are left out"
-                    );
-                    list.retain(|a| !refused.contains(a));
-                }
-                if matches!(config.source, Discovery::Gossip { .. }) {
-                    // Gossip's failure detector is one node's view of its peers: a member it
-                    // takes for dead leaves only if it does not answer either, or answers that
-                    // it is leaving. (A Kubernetes or DNS view is the platform's own, and a
-                    // pod that fails its readiness probe leaves though it may still answer.)
-                    let leaving = current.members().iter().filter(|m| !list.contains(m));
-                    let alive: Vec<String> = self
-                        .ask_all(leaving.cloned().collect())
-                        .await
-                        .into_iter()
-                        .filter(|(_, answer)| *answer == Answer::Alive)
-                        .map(|(addr, _)| addr)
-                        .collect();
-                    if !alive.is_empty() {
-                        if alive != kept {
-                            tracing::info!(
-                                ?alive,
-                                "members that gossip takes for dead still answer: they stay"
-                            );
-                        }
-                        list.extend(alive.iter().cloned());
-                        list.sort();
-                    }
-                    kept = alive;
-                }
-                let same: BTreeSet<&String> = current.members().iter().collect();
-                if list.is_empty() || list.iter().collect::<BTreeSet<_>>() == same {
-                    continue;
-                }
+            let list = if config.unchecked {
+                list
+            } else {
+                self.checked(list, &current, &mut kept).await
+            };
+            let same: BTreeSet<&String> = current.members().iter().collect();
+            if list.is_empty() || list.iter().collect::<BTreeSet<_>>() == same {
+                continue;
             }
             let epoch = current.epoch() + 1;
             tracing::info!(epoch, members = ?list, "discovery proposes a new member list");
@@ -382,6 +341,59 @@ impl CacheNode {
                 }
             }
         }
+    }
+
+    /// `list` as the nodes themselves confirm it: joins that do not answer as live nodes of
+    /// this app are left out; with gossip, members that it takes for dead but that still
+    /// answer are put back (`kept`: those put back last round, so that a change is logged
+    /// once).
+    async fn checked(
+        &self,
+        mut list: Vec<String>,
+        current: &cache_core::Membership,
+        kept: &mut Vec<String>,
+    ) -> Vec<String> {
+        // A source's word is not enough to make a node a member: gossip and DNS are
+        // unauthenticated. Every node that joins must answer as a node of this app.
+        let me = self.me();
+        let joining = list.iter().filter(|a| !current.contains(a) && **a != me);
+        let refused = self.answering(joining.cloned().collect(), false).await;
+        if !refused.is_empty() {
+            count(&self.inner.discovery_counters.refused_joins, refused.len());
+            tracing::warn!(
+                ?refused,
+                "discovered nodes that do not answer as members of this app are left out"
+            );
+            list.retain(|a| !refused.contains(a));
+        }
+        if matches!(self.inner.discovery.source, Discovery::Gossip { .. }) {
+            // Gossip's failure detector is one node's view of its peers: a member it takes
+            // for dead leaves only if it does not answer either, or answers that it is
+            // leaving. (A Kubernetes or DNS view is the platform's own, and a pod that fails
+            // its readiness probe leaves though it may still answer.)
+            let leaving = current.members().iter().filter(|m| !list.contains(m));
+            let alive = self.answering(leaving.cloned().collect(), true).await;
+            if !alive.is_empty() && alive != *kept {
+                tracing::info!(
+                    ?alive,
+                    "members that gossip takes for dead still answer: they stay"
+                );
+            }
+            list.extend(alive.iter().cloned());
+            list.sort();
+            *kept = alive;
+        }
+        list
+    }
+
+    /// Those of `addrs` that answer as live nodes of this app (`alive`), or those that do not.
+    async fn answering(&self, addrs: Vec<String>, alive: bool) -> Vec<String> {
+        self.ask_all(addrs)
+            .await
+            .into_iter()
+            .filter(|(_, answer)| (*answer == Answer::Alive) == alive)
+            .map(|(addr, _)| addr)
+            .collect()
     }
 
     /// Asks every node of `addrs` whether it is alive, [`ASKS_IN_FLIGHT`] at a time.
