@@ -130,8 +130,10 @@ mpu = s3.create_multipart_upload(Bucket=BUCKET, Key="photos/parts.bin")
 part2 = s3.upload_part(Bucket=BUCKET, Key="photos/parts.bin", UploadId=mpu["UploadId"], PartNumber=2, Body=b"B" * 1000)
 part1 = s3.upload_part(Bucket=BUCKET, Key="photos/parts.bin", UploadId=mpu["UploadId"], PartNumber=1, Body=b"A" * (5 << 20))
 # An upload's parts complete only the object it was created for.
-assert error_code(lambda: s3.upload_part(Bucket=BUCKET, Key="photos/other.bin", UploadId=mpu["UploadId"], PartNumber=3, Body=b"x")) == "NoSuchUpload"
-assert error_code(lambda: s3.upload_part(Bucket=BUCKET, Key="photos/parts.bin", UploadId="not-an-upload", PartNumber=3, Body=b"x")) == "NoSuchUpload"
+code = error_code(lambda: s3.upload_part(Bucket=BUCKET, Key="photos/other.bin", UploadId=mpu["UploadId"], PartNumber=3, Body=b"x"))
+assert code == "NoSuchUpload", code
+code = error_code(lambda: s3.upload_part(Bucket=BUCKET, Key="photos/parts.bin", UploadId="not-an-upload", PartNumber=3, Body=b"x"))
+assert code == "NoSuchUpload", code
 listed = s3.list_parts(Bucket=BUCKET, Key="photos/parts.bin", UploadId=mpu["UploadId"])
 assert [p["PartNumber"] for p in listed["Parts"]] == [1, 2], listed
 s3.complete_multipart_upload(
